@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds .venv with pinned dependencies. llama-cpp-python is compiled from source with explicit
-# CMAKE_ARGS: the default native build crashes in ggml's AMX kernels on the Xeons we run on.
+# CMAKE_ARGS: the default native build crashes in ggml's AMX kernels on our Xeons, and a fixed
+# flag list crashes with SIGILL on CPUs that lack one of the extensions (AVX-VNNI on AMD EPYC),
+# so the flags are those this CPU reports (scripts/cpu_cmake_args.sh), never AMX.
 # pip caches wheels by version only, so the wheel lives in a cache folder keyed by the flags:
 # a wheel built with other flags is never picked up by accident.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 LLAMA_CPP_VERSION=0.3.36
-DEFAULT_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON"
-CMAKE_ARGS=${CMAKE_ARGS:-$DEFAULT_CMAKE_ARGS}
+CMAKE_ARGS=${CMAKE_ARGS:-$(bash "$(dirname "$0")/cpu_cmake_args.sh")}
 flags_key=$(printf '%s' "$CMAKE_ARGS" | sha256sum | cut -c1-16)
 wheel_dir=${HERD_WHEEL_CACHE:-$HOME/.cache/herd/llama-wheels}/$flags_key
 

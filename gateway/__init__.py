@@ -1,0 +1,1 @@
+"""The HTTP gateway: validates requests, owns the model store, schedules runners, relays tokens."""

@@ -1,0 +1,39 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import zmq.asyncio
+from aiohttp import web
+
+from gateway import routes_generate, routes_models
+from gateway.errors import error_middleware
+from gateway.scheduler import Scheduler
+from gateway.state import STATE, GatewayState
+from gateway.store import ModelStore
+from protocol.config import Settings
+
+MAX_BODY = 256 * 1024 * 1024  # chat histories with images can be large; blobs are streamed
+
+
+def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app.add_routes(routes_models.routes)
+    app.add_routes(routes_generate.routes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        zctx = zmq.asyncio.Context()
+        store = ModelStore(settings.models_dir)
+        store.remove_partial_files()
+        scheduler = Scheduler(settings, zctx)
+        await scheduler.connect(list(node_endpoints))
+        app[STATE] = GatewayState(settings=settings, store=store, scheduler=scheduler)
+        try:
+            yield
+        finally:
+            await scheduler.close()
+            zctx.term()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,104 @@
+"""The `herd` command: serve (gateway + local worker node), gateway, worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.default_model import ensure_default_model
+from gateway.store import ModelStore
+from protocol.config import Settings, settings_from_env
+
+log = logging.getLogger("herd")
+
+
+async def _serve_http(settings: Settings, node_endpoints: list[str]) -> None:
+    app = create_app(settings, node_endpoints)
+    # handler_cancellation: a client that disconnects cancels its handler, which aborts the
+    # sequence in the runner at once instead of at the next write.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("Listening on %s:%d (version herd)", settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _start_local_node(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
+    os.makedirs(settings.run_dir, exist_ok=True)
+    endpoint = settings.node_bind or f"ipc://{settings.run_dir}/node.sock"
+    cmd = [sys.executable, "-m", "gateway.cli", "worker", "--bind", endpoint, "--exit-with-parent"]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL), endpoint
+
+
+def serve(settings: Settings) -> int:
+    ensure_default_model(ModelStore(settings.models_dir), settings.default_model)
+    node = None
+    endpoints = list(settings.workers)
+    if not endpoints:
+        node, endpoint = _start_local_node(settings)
+        endpoints = [endpoint]
+    try:
+        asyncio.run(_serve_http(settings, endpoints))
+    finally:
+        if node is not None:
+            node.terminate()
+            try:
+                node.wait(10)
+            except subprocess.TimeoutExpired:
+                node.kill()
+    return 0
+
+
+def gateway(settings: Settings) -> int:
+    if not settings.workers:
+        log.error("herd gateway needs HERD_WORKERS (comma-separated worker node endpoints)")
+        return 2
+    asyncio.run(_serve_http(settings, list(settings.workers)))
+    return 0
+
+
+def worker(settings: Settings, bind: str, exit_with_parent: bool) -> int:
+    from worker.node import run_node
+
+    run_node(bind or settings.node_bind or "tcp://0.0.0.0:11435", settings.run_dir,
+             settings.runner_host, exit_with_parent=exit_with_parent)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="herd", description="Ollama-compatible LLM server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="gateway + local worker node on OLLAMA_HOST")
+    sub.add_parser("gateway", help="HTTP gateway only, connecting to HERD_WORKERS")
+    w = sub.add_parser("worker", help="worker node only: starts runners on request")
+    w.add_argument("--bind", default="", help="ZeroMQ endpoint, e.g. tcp://0.0.0.0:11435")
+    w.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("HERD_LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_env()
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "gateway":
+        return gateway(settings)
+    return worker(settings, args.bind, args.exit_with_parent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

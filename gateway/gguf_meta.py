@@ -1,0 +1,151 @@
+"""What the store and /api/tags need to know about a GGUF file, read with the gguf package."""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from typing import Any
+
+import gguf
+from msgspec import Struct
+
+GGUF_MAGIC = b"GGUF"
+
+
+class NotGGUF(ValueError):
+    pass
+
+
+class GGUFSummary(Struct):
+    architecture: str
+    file_type: str
+    parameter_count: int
+    context_length: int
+    has_chat_template: bool
+    pooling: bool
+
+
+_SCALARS: dict[int, str] = {
+    gguf.GGUFValueType.UINT8: "<B", gguf.GGUFValueType.INT8: "<b",
+    gguf.GGUFValueType.UINT16: "<H", gguf.GGUFValueType.INT16: "<h",
+    gguf.GGUFValueType.UINT32: "<I", gguf.GGUFValueType.INT32: "<i",
+    gguf.GGUFValueType.FLOAT32: "<f", gguf.GGUFValueType.BOOL: "<?",
+    gguf.GGUFValueType.UINT64: "<Q", gguf.GGUFValueType.INT64: "<q",
+    gguf.GGUFValueType.FLOAT64: "<d",
+}
+_MAX_ARRAY_KEPT = 64  # tokenizer arrays (262k entries) are skipped, not decoded
+
+
+class _Cursor:
+    """Reads the GGUF key/value section. gguf.GGUFReader decodes every tokenizer entry into
+    numpy views, which takes ~15 s on gemma3's vocabulary; the store needs a few keys."""
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+        self.pos = 0
+
+    def unpack(self, fmt: str) -> Any:
+        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        n = self.unpack("<Q")
+        value = bytes(self.data[self.pos:self.pos + n]).decode("utf-8", "replace")
+        self.pos += n
+        return value
+
+    def value(self, vtype: int) -> Any:
+        if vtype == gguf.GGUFValueType.STRING:
+            return self.string()
+        if vtype == gguf.GGUFValueType.ARRAY:
+            item_type, count = self.unpack("<I"), self.unpack("<Q")
+            if count > _MAX_ARRAY_KEPT:
+                self.skip_array(item_type, count)
+                return _SkippedArray(count)
+            return [self.value(item_type) for _ in range(count)]
+        return self.unpack(_SCALARS[vtype])
+
+    def skip_array(self, item_type: int, count: int) -> None:
+        if item_type == gguf.GGUFValueType.STRING:
+            for _ in range(count):
+                self.pos += 8 + struct.unpack_from("<Q", self.data, self.pos)[0]
+        elif item_type == gguf.GGUFValueType.ARRAY:
+            for _ in range(count):
+                self.value(item_type)
+        else:
+            self.pos += struct.calcsize(_SCALARS[item_type]) * count
+
+
+class _SkippedArray(int):
+    """The length of an array that was too long to keep."""
+
+
+def read_metadata(path: str) -> tuple[dict[str, Any], int]:
+    """GGUF key/values (long arrays replaced by their length) and the total parameter count."""
+    with open(path, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise NotGGUF("supplied file was not in GGUF format")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            cur = _Cursor(memoryview(mm))
+            try:
+                cur.pos = 4
+                version = cur.unpack("<I")
+                if version < 2:
+                    raise NotGGUF("supplied file was not in GGUF format")
+                n_tensors, n_kv = cur.unpack("<Q"), cur.unpack("<Q")
+                meta: dict[str, Any] = {}
+                for _ in range(n_kv):
+                    key = cur.string()
+                    meta[key] = cur.value(cur.unpack("<I"))
+                params = 0
+                for _ in range(n_tensors):
+                    cur.string()
+                    dims = [cur.unpack("<Q") for _ in range(cur.unpack("<I"))]
+                    cur.pos += 4 + 8  # type, offset
+                    count = 1
+                    for d in dims:
+                        count *= d
+                    params += count
+            except (struct.error, KeyError, ValueError) as e:
+                raise NotGGUF(f"supplied file was not in GGUF format: {e}") from e
+            finally:
+                cur.data.release()
+    return meta, params
+
+
+def file_type_name(file_type: int | None) -> str:
+    if file_type is None:
+        return ""
+    try:
+        name = gguf.LlamaFileType(file_type).name
+    except ValueError:
+        return str(file_type)
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def read_summary(path: str) -> GGUFSummary:
+    meta, params = read_metadata(path)
+    arch = str(meta.get("general.architecture", ""))
+    declared = meta.get("general.parameter_count")
+    ctx = meta.get(f"{arch}.context_length")
+    file_type = meta.get("general.file_type")
+    return GGUFSummary(
+        architecture=arch,
+        file_type=file_type_name(file_type if isinstance(file_type, int) else None),
+        parameter_count=declared if isinstance(declared, int) and declared > 0 else params,
+        context_length=int(ctx) if isinstance(ctx, int) else 0,
+        has_chat_template="tokenizer.chat_template" in meta,
+        pooling=f"{arch}.pooling_type" in meta,
+    )
+
+
+def format_parameter_size(count: int) -> str:
+    """Ollama's human form: 3.2B, 268.10M, 8.0K."""
+    if count >= 1_000_000_000:
+        return f"{count / 1e9:.1f}B"
+    if count >= 1_000_000:
+        return f"{count / 1e6:.2f}M"
+    if count >= 1_000:
+        return f"{count / 1e3:.1f}K"
+    return str(count)

@@ -1,0 +1,123 @@
+"""One generation from the HTTP side: options → runner spec and sampling, lease a runner,
+submit, relay the runner's text as NDJSON chunks (or one JSON object), abort on disconnect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import BadRequest, HerdError
+from gateway.http_io import json_response, ndjson_line, start_ndjson
+from gateway.request_stream import StreamFailed
+from gateway.state import GatewayState
+from gateway.store import ModelEntry
+from protocol.api import Metrics, Options
+from protocol.durations import DurationError, keep_alive_ns
+from protocol.config import Settings
+from protocol.wire import FinishReason, RequestOutput, RunnerSpec, SamplingParams, Submit
+
+# Builds one response object: (text, final output or None, metrics or None) → Struct
+ChunkMaker = Callable[[str, RequestOutput | None, Metrics | None], Any]
+
+_INT_SAMPLING = {"top_k", "repeat_last_n", "seed", "num_predict", "num_keep"}
+DONE_REASONS = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length"}
+
+
+def sampling_params(options: Options) -> SamplingParams:
+    values: dict[str, Any] = {}
+    for name in SamplingParams.__struct_fields__:
+        value = getattr(options, name, None)
+        if value is not None:
+            values[name] = int(value) if name in _INT_SAMPLING else value
+    return SamplingParams(**values)
+
+
+def runner_spec(entry: ModelEntry, options: Options, settings: Settings) -> RunnerSpec:
+    num_ctx = int(options.num_ctx) if options.num_ctx else settings.context_length
+    if num_ctx < 4:
+        num_ctx = 4
+    num_batch = int(options.num_batch) if options.num_batch else settings.num_batch
+    threads = int(options.num_thread) if options.num_thread else settings.num_threads
+    gpu = int(options.num_gpu) if options.num_gpu is not None else -1
+    parallel = settings.num_parallel
+    key = f"{entry.model_digest}|ctx={num_ctx}|par={parallel}|batch={num_batch}|gpu={gpu}|thr={threads}"
+    return RunnerSpec(key=key, model_path=entry.model_path, num_ctx=num_ctx,
+                      num_parallel=parallel, num_batch=num_batch, num_threads=threads,
+                      num_gpu_layers=gpu, family=entry.config.model_family)
+
+
+def request_keep_alive(value: float | str | None, settings: Settings) -> int:
+    try:
+        return keep_alive_ns(value, settings.keep_alive_ns)
+    except DurationError as e:
+        raise BadRequest(str(e)) from e
+
+
+def check_think(think: bool | str | None, model_name: str) -> None:
+    if isinstance(think, str) and think not in ("high", "medium", "low", "max"):
+        raise BadRequest(f'invalid think value: "{think}" (must be "high", "medium", "low", '
+                         '"max", true, or false)')
+    if think:
+        raise BadRequest(f'"{model_name}" does not support thinking')
+
+
+async def load_only(state: GatewayState, entry: ModelEntry, options: Options,
+                    keep_alive: int) -> int:
+    """Empty prompt/messages: load the model (or unload it with keep_alive 0)."""
+    if keep_alive == 0:
+        await state.scheduler.unload_model(entry)
+        return 0
+    t0 = time.perf_counter_ns()
+    spec = runner_spec(entry, options, state.settings)
+    async with state.scheduler.lease(entry, spec, keep_alive):
+        pass
+    return time.perf_counter_ns() - t0
+
+
+async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
+                   options: Options, keep_alive: int, submit: Submit, stream: bool,
+                   make_chunk: ChunkMaker) -> web.StreamResponse:
+    t0 = time.perf_counter_ns()
+    spec = runner_spec(entry, options, state.settings)
+    async with state.scheduler.lease(entry, spec, keep_alive) as runner:
+        load_ns = time.perf_counter_ns() - t0
+        rs = await runner.client.submit(submit)
+        try:
+            try:
+                text, final = await rs.next()
+            except StreamFailed as e:
+                raise HerdError(str(e), e.status) from None
+            metrics = lambda out: Metrics(  # noqa: E731
+                total_duration=time.perf_counter_ns() - t0, load_duration=load_ns,
+                prompt_eval_count=out.prompt_tokens, prompt_eval_duration=out.prompt_ns,
+                eval_count=out.eval_tokens, eval_duration=out.eval_ns)
+            if not stream:
+                parts = [text]
+                while final is None:
+                    try:
+                        text, final = await rs.next()
+                    except StreamFailed as e:
+                        raise HerdError(str(e), e.status) from None
+                    parts.append(text)
+                return json_response(make_chunk("".join(parts), final, metrics(final)))
+            response = await start_ndjson(request)
+            while True:
+                if text:
+                    await response.write(ndjson_line(make_chunk(text, None, None)))
+                if final is not None:
+                    await response.write(ndjson_line(make_chunk("", final, metrics(final))))
+                    break
+                try:
+                    text, final = await rs.next()
+                except StreamFailed as e:
+                    # Status is already 200: Ollama's clients read an error line as a failure.
+                    await response.write(ndjson_line({"error": str(e)}))
+                    break
+            await response.write_eof()
+            return response
+        finally:
+            if not rs.finished:
+                await runner.client.abort(rs.req_id)

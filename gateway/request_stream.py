@@ -1,0 +1,61 @@
+"""A per-request mailbox between the ZeroMQ reader and one HTTP response.
+
+Deltas that arrive while the client is still writing the previous chunk are merged, so a slow
+client costs one write per wake-up, not one per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from protocol.wire import FinishReason, RequestOutput
+
+
+class RequestStream:
+    __slots__ = ("req_id", "_parts", "_final", "_error", "_status", "_event")
+
+    def __init__(self, req_id: int) -> None:
+        self.req_id = req_id
+        self._parts: list[str] = []
+        self._final: RequestOutput | None = None
+        self._error = ""
+        self._status = 500
+        self._event = asyncio.Event()
+
+    @property
+    def finished(self) -> bool:
+        return self._final is not None or bool(self._error)
+
+    def feed(self, output: RequestOutput) -> None:
+        if output.text:
+            self._parts.append(output.text)
+        if output.finish == FinishReason.ERROR:
+            self.fail(output.error or "generation failed", output.error_status or 500)
+        elif output.finish != FinishReason.NONE:
+            self._final = output
+        self._event.set()
+
+    def fail(self, message: str, status: int = 500) -> None:
+        if not self.finished:
+            self._error = message
+            self._status = status
+        self._event.set()
+
+    async def next(self) -> tuple[str, RequestOutput | None]:
+        """Waits for news: the text since the last call and, at the end, the final output.
+
+        Raises StreamFailed when the runner reported an error or went away.
+        """
+        await self._event.wait()
+        self._event.clear()
+        text = "".join(self._parts)
+        self._parts.clear()
+        if self._error and not text:
+            raise StreamFailed(self._error, self._status)
+        return text, self._final
+
+
+class StreamFailed(Exception):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,118 @@
+"""POST /api/generate and POST /api/chat."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import BadRequest, ModelNotFound
+from gateway.http_io import decode_body, json_response, utc_now
+from gateway.inference import (DONE_REASONS, check_think, generate, load_only,
+                               request_keep_alive, sampling_params)
+from gateway.state import STATE
+from gateway.store import model_name_or_400
+from protocol.api import (AssistantMessage, ChatChunk, ChatRequest, GenerateChunk, GenerateRequest,
+                          Metrics, merge_options)
+from protocol.wire import ChatTurn, RequestOutput, Submit
+
+_ROLES = {"system", "user", "assistant", "tool"}
+
+routes = web.RouteTableDef()
+
+
+def _metric_fields(metrics: Metrics | None) -> dict[str, int]:
+    if metrics is None:
+        return {}
+    return {name: getattr(metrics, name) for name in Metrics.__struct_fields__}
+
+
+@routes.post("/api/generate")
+async def generate_route(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    req = await decode_body(request, GenerateRequest)
+    if not req.model:
+        raise ModelNotFound("")
+    name = model_name_or_400(req.model)
+    entry = state.store.resolve(name, shown=req.model)
+    if req.raw and (req.template or req.system or req.context):
+        raise BadRequest("raw mode does not support template, system, or context")
+    if not 0 <= req.top_logprobs <= 20:
+        raise BadRequest("top_logprobs must be between 0 and 20")
+    if req.suffix:
+        raise BadRequest(f"{name.full} does not support insert")
+    check_think(req.think, req.model)
+    keep_alive = request_keep_alive(req.keep_alive, state.settings)
+    options = merge_options(entry.params, req.options)
+    model = req.model
+
+    if not req.prompt and not req.images:
+        await load_only(state, entry, options, keep_alive)
+        reason = "unload" if keep_alive == 0 else "load"
+        return json_response(GenerateChunk(model=model, created_at=utc_now(), response="",
+                                           done=True, done_reason=reason))
+
+    if req.raw:
+        submit = Submit(next(state.request_ids), sampling_params(options), raw_prompt=req.prompt,
+                        context=req.context or [], truncate=req.truncate)
+    else:
+        system = req.system if req.system is not None else entry.system
+        turns = ([ChatTurn("system", system)] if system else []) + [ChatTurn("user", req.prompt)]
+        submit = Submit(next(state.request_ids), sampling_params(options), messages=turns,
+                        context=req.context or [], return_context=True, truncate=req.truncate)
+
+    def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None) -> GenerateChunk:
+        if final is None:
+            return GenerateChunk(model=model, created_at=utc_now(), response=text, done=False)
+        return GenerateChunk(model=model, created_at=utc_now(), response=text, done=True,
+                             done_reason=DONE_REASONS.get(final.finish, "stop"),
+                             context=final.context, **_metric_fields(metrics))
+
+    return await generate(request, state, entry, options, keep_alive, submit, req.stream,
+                          make_chunk)
+
+
+@routes.post("/api/chat")
+async def chat_route(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    req = await decode_body(request, ChatRequest)
+    if not req.model:
+        raise BadRequest("model is required")
+    name = model_name_or_400(req.model)
+    entry = state.store.resolve(name, shown=req.model)
+    if not 0 <= req.top_logprobs <= 20:
+        raise BadRequest("top_logprobs must be between 0 and 20")
+    if req.tools:
+        raise BadRequest(f"{name.full} does not support tools")
+    check_think(req.think, req.model)
+    keep_alive = request_keep_alive(req.keep_alive, state.settings)
+    options = merge_options(entry.params, req.options)
+    model = req.model
+
+    if not req.messages:
+        await load_only(state, entry, options, keep_alive)
+        reason = "unload" if keep_alive == 0 else "load"
+        return json_response(ChatChunk(model=model, created_at=utc_now(),
+                                       message=AssistantMessage("assistant", ""), done=True,
+                                       done_reason=reason))
+
+    turns: list[ChatTurn] = []
+    for message in req.messages:
+        role = message.role.lower()
+        if role not in _ROLES:
+            raise BadRequest(f"invalid role: {message.role!r}")
+        turns.append(ChatTurn(role, message.content))
+    if entry.system and turns[0].role != "system":
+        turns.insert(0, ChatTurn("system", entry.system))
+    submit = Submit(next(state.request_ids), sampling_params(options), messages=turns,
+                    truncate=req.truncate)
+
+    def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None) -> ChatChunk:
+        message = AssistantMessage("assistant", text)
+        if final is None:
+            return ChatChunk(model=model, created_at=utc_now(), message=message, done=False)
+        return ChatChunk(model=model, created_at=utc_now(), message=message, done=True,
+                         done_reason=DONE_REASONS.get(final.finish, "stop"),
+                         **_metric_fields(metrics))
+
+    return await generate(request, state, entry, options, keep_alive, submit, req.stream,
+                          make_chunk)
+

@@ -1,0 +1,79 @@
+"""The gateway's connection to one runner: submit, abort, and fan step outputs out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import zmq
+import zmq.asyncio
+
+from gateway.request_stream import RequestStream
+from protocol.wire import Abort, EngineStep, Submit, WireCodec
+
+log = logging.getLogger("herd.gateway")
+
+
+class RunnerClient:
+    def __init__(self, zctx: zmq.asyncio.Context, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.codec = WireCodec()
+        self.sock = zctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.streams: dict[int, RequestStream] = {}
+        self._reader = asyncio.create_task(self._read())
+
+    async def submit(self, submit: Submit) -> RequestStream:
+        stream = RequestStream(submit.req_id)
+        self.streams[submit.req_id] = stream
+        await self.sock.send_multipart(self.codec.encode(submit))
+        return stream
+
+    async def abort(self, req_id: int) -> None:
+        if self.streams.pop(req_id, None) is not None:
+            await self.sock.send_multipart(self.codec.encode(Abort(req_id)))
+
+    def fail_all(self, message: str) -> None:
+        streams, self.streams = self.streams, {}
+        for stream in streams.values():
+            stream.fail(message)
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        try:
+            await self._reader
+        except asyncio.CancelledError:
+            pass
+        self.sock.close()
+
+    async def _read(self) -> None:
+        sock = self.sock
+        while True:
+            frames = await sock.recv_multipart()
+            # Drain whatever else is queued before yielding to the event loop again.
+            while True:
+                self._dispatch(frames)
+                try:
+                    frames = await sock.recv_multipart(flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            return
+        try:
+            message = self.codec.decode(frames[0], frames[1])
+        except Exception:
+            log.warning("undecodable message from runner %s", self.endpoint)
+            return
+        if not isinstance(message, EngineStep):
+            return
+        streams = self.streams
+        for output in message.outputs:
+            stream = streams.get(output.req_id)
+            if stream is None:
+                continue
+            stream.feed(output)
+            if output.finish:
+                del streams[output.req_id]

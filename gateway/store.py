@@ -1,0 +1,306 @@
+"""The model store: Ollama's on-disk layout under OLLAMA_MODELS.
+
+manifests/<host>/<namespace>/<model>/<tag> and blobs/sha256-<hex>. Every write goes to a temp
+file in the same folder, is fsynced and renamed into place, so a crash never leaves a
+half-written manifest or blob under its final name; every blob is checked against its digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from gateway.errors import BadRequest, ModelNotFound, NotFound
+from gateway.gguf_meta import NotGGUF, format_parameter_size, read_summary
+from gateway.manifest import (CONFIG_MEDIA_TYPE, MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE,
+                              SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, Layer, Manifest, ModelConfig)
+from gateway.names import InvalidName, ModelName, parse_name
+from protocol.api import ListedModel, ModelDetails, Options
+
+_DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
+_CHUNK = 1 << 20
+
+
+class InvalidDigest(BadRequest):
+    def __init__(self) -> None:
+        super().__init__("invalid digest format")
+
+
+class ModelEntry(Struct):
+    """A resolved model: everything the scheduler and the routes need."""
+
+    name: ModelName
+    manifest: Manifest
+    manifest_digest: str
+    config: ModelConfig
+    model_path: str
+    model_digest: str
+    params: Options | None
+    template: str | None
+    system: str | None
+    modified_at: float
+    size: int
+
+    @property
+    def details(self) -> ModelDetails:
+        return ModelDetails(format=self.config.model_format, family=self.config.model_family,
+                            families=self.config.model_families,
+                            parameter_size=self.config.model_type,
+                            quantization_level=self.config.file_type)
+
+
+def format_time(ts: float) -> str:
+    """RFC 3339 with nanoseconds and the local offset, like Go's time.Time."""
+    dt = datetime.fromtimestamp(ts).astimezone()
+    frac = f"{int(round((ts % 1) * 1e9)) % 1_000_000_000:09d}"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + frac + dt.strftime("%z")[:3] + ":" + dt.strftime("%z")[3:]
+
+
+def parse_digest(digest: str) -> str:
+    """'sha256:<hex>' or 'sha256-<hex>' → lower-case hex; anything else is a 400."""
+    m = _DIGEST.match(digest)
+    if m is None:
+        raise InvalidDigest()
+    return m.group(1).lower()
+
+
+def model_name_or_400(text: str) -> ModelName:
+    try:
+        return parse_name(text)
+    except InvalidName:
+        raise BadRequest("invalid model name") from None
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(folder)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ModelStore:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.blobs_dir = os.path.join(root, "blobs")
+        self.manifests_dir = os.path.join(root, "manifests")
+        os.makedirs(self.blobs_dir, exist_ok=True)
+        os.makedirs(self.manifests_dir, exist_ok=True)
+        self._entries: dict[tuple[str, float], ModelEntry] = {}
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> str:
+        return os.path.join(self.blobs_dir, f"sha256-{parse_digest(digest)}")
+
+    def has_blob(self, digest: str) -> bool:
+        return os.path.isfile(self.blob_path(digest))
+
+    async def write_blob(self, digest: str, chunks: AsyncIterator[bytes]) -> None:
+        """Streams a blob to a temp file while hashing; only a verified blob gets its name."""
+        final = self.blob_path(digest)
+        expected = parse_digest(digest)
+        fd, tmp = tempfile.mkstemp(dir=self.blobs_dir, prefix=".tmp-")
+        hasher = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as f:
+                async for chunk in chunks:
+                    hasher.update(chunk)
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            got = hasher.hexdigest()
+            if got != expected:
+                raise BadRequest(f'digest mismatch, expected "sha256:{expected}", got "sha256:{got}"')
+            os.replace(tmp, final)
+            _fsync_dir(self.blobs_dir)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def write_bytes_blob(self, data: bytes) -> Layer:
+        digest = hashlib.sha256(data).hexdigest()
+        path = os.path.join(self.blobs_dir, f"sha256-{digest}")
+        if not os.path.exists(path):
+            _atomic_write(path, data)
+        return Layer("", f"sha256:{digest}", len(data))
+
+    def import_file(self, source: str, digest_hex: str | None = None) -> str:
+        """Copies a local file into the blobs (verified) and returns its digest."""
+        if digest_hex and os.path.isfile(os.path.join(self.blobs_dir, f"sha256-{digest_hex}")):
+            return f"sha256:{digest_hex}"
+        fd, tmp = tempfile.mkstemp(dir=self.blobs_dir, prefix=".tmp-")
+        hasher = hashlib.sha256()
+        try:
+            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+                while chunk := src.read(_CHUNK):
+                    hasher.update(chunk)
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            got = hasher.hexdigest()
+            if digest_hex and got != digest_hex:
+                raise ValueError(f"{source}: sha256 {got} does not match {digest_hex}")
+            os.replace(tmp, os.path.join(self.blobs_dir, f"sha256-{got}"))
+            _fsync_dir(self.blobs_dir)
+            return f"sha256:{got}"
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    # -- manifests -------------------------------------------------------------------------
+
+    def _manifest_path(self, name: ModelName) -> str:
+        return os.path.join(self.manifests_dir, *name.parts())
+
+    def _existing_manifest_path(self, name: ModelName) -> str | None:
+        """Lookup is case-insensitive against the names on disk, like Ollama's."""
+        path = self.manifests_dir
+        for part in name.parts():
+            try:
+                entries = os.listdir(path)
+            except OSError:
+                return None
+            match = part if part in entries else next(
+                (e for e in entries if e.lower() == part.lower()), None)
+            if match is None:
+                return None
+            path = os.path.join(path, match)
+        return path if os.path.isfile(path) else None
+
+    def write_manifest(self, name: ModelName, manifest: Manifest) -> None:
+        _atomic_write(self._manifest_path(name), msgspec.json.encode(manifest))
+
+    def resolve(self, name: ModelName, shown: str | None = None) -> ModelEntry:
+        path = self._existing_manifest_path(name)
+        if path is None:
+            raise ModelNotFound(shown if shown is not None else name.display)
+        mtime = os.stat(path).st_mtime
+        cached = self._entries.get((path, mtime))
+        if cached is not None:
+            return cached
+        entry = self._load_entry(name, path, mtime)
+        self._entries[(path, mtime)] = entry
+        return entry
+
+    def _load_entry(self, name: ModelName, path: str, mtime: float) -> ModelEntry:
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            manifest = msgspec.json.decode(raw, type=Manifest)
+            config = msgspec.json.decode(self._read_blob(manifest.config.digest), type=ModelConfig)
+        except (msgspec.DecodeError, OSError) as e:
+            raise NotFound(f"model '{name.display}' has a broken manifest: {e}") from e
+        model_layer = manifest.layer(MODEL_MEDIA_TYPE)
+        if model_layer is None:
+            raise NotFound(f"model '{name.display}' has no model layer")
+        params = template = system = None
+        if (layer := manifest.layer(PARAMS_MEDIA_TYPE)) is not None:
+            params = msgspec.json.decode(self._read_blob(layer.digest), type=Options)
+        if (layer := manifest.layer(TEMPLATE_MEDIA_TYPE)) is not None:
+            template = self._read_blob(layer.digest).decode()
+        if (layer := manifest.layer(SYSTEM_MEDIA_TYPE)) is not None:
+            system = self._read_blob(layer.digest).decode()
+        return ModelEntry(
+            name=name, manifest=manifest, manifest_digest=hashlib.sha256(raw).hexdigest(),
+            config=config, model_path=self.blob_path(model_layer.digest),
+            model_digest=model_layer.digest, params=params, template=template, system=system,
+            modified_at=mtime,
+            size=manifest.config.size + sum(layer.size for layer in manifest.layers))
+
+    def _read_blob(self, digest: str) -> bytes:
+        with open(self.blob_path(digest), "rb") as f:
+            return f.read()
+
+    def list_models(self) -> list[ListedModel]:
+        listed: list[tuple[float, ListedModel]] = []
+        for dirpath, _, files in os.walk(self.manifests_dir):
+            for tag in files:
+                if tag.startswith(".tmp-"):
+                    continue
+                rel = os.path.relpath(os.path.join(dirpath, tag), self.manifests_dir).split(os.sep)
+                if len(rel) != 4:
+                    continue
+                try:
+                    entry = self.resolve(ModelName(*rel))
+                except (NotFound, OSError):
+                    continue
+                display = entry.name.display
+                listed.append((entry.modified_at, ListedModel(
+                    name=display, model=display, modified_at=format_time(entry.modified_at),
+                    size=entry.size, digest=entry.manifest_digest, details=entry.details)))
+        listed.sort(key=lambda pair: pair[0], reverse=True)
+        return [model for _, model in listed]
+
+    # -- create ----------------------------------------------------------------------------
+
+    def create_from_gguf(self, name: ModelName, gguf_digest: str,
+                         progress: Callable[[str], Any] = lambda status: None,
+                         params: Options | None = None) -> ModelEntry:
+        """Writes config + manifest for a GGUF blob that is already in the store."""
+        path = self.blob_path(gguf_digest)
+        if not os.path.isfile(path):
+            raise BadRequest(f'blob "{gguf_digest}" not found')
+        progress("parsing GGUF")
+        try:
+            summary = read_summary(path)
+        except NotGGUF as e:
+            raise BadRequest(str(e)) from e
+        config = ModelConfig(model_family=summary.architecture,
+                             model_families=[summary.architecture] if summary.architecture else None,
+                             model_type=format_parameter_size(summary.parameter_count),
+                             file_type=summary.file_type)
+        config_layer = self.write_bytes_blob(msgspec.json.encode(config))
+        config_layer.mediaType = CONFIG_MEDIA_TYPE
+        layers = [Layer(MODEL_MEDIA_TYPE, f"sha256:{parse_digest(gguf_digest)}",
+                        os.path.getsize(path))]
+        if params is not None:
+            layer = self.write_bytes_blob(msgspec.json.encode(params))
+            layer.mediaType = PARAMS_MEDIA_TYPE
+            layers.append(layer)
+        for layer in layers:
+            progress(f"using existing layer {layer.digest}")
+        progress("writing manifest")
+        self.write_manifest(name, Manifest(config=config_layer, layers=layers))
+        return self.resolve(name)
+
+    def remove_partial_files(self) -> None:
+        """Start-up housekeeping: temp files left by a crash are never valid blobs."""
+        for folder in (self.blobs_dir,):
+            for fname in os.listdir(folder):
+                if fname.startswith(".tmp-"):
+                    try:
+                        os.unlink(os.path.join(folder, fname))
+                    except OSError:
+                        pass
+
+
+async def run_blocking(func: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+

@@ -1,0 +1,235 @@
+"""The public Ollama JSON API as msgspec Structs: requests are decoded straight into these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+# JSON numbers are truncated to int for integer options, as Ollama does, so 4096.0 is fine.
+Int = int | float | None
+
+
+class Options(Struct, omit_defaults=True):
+    """Every option is optional: unset means "inherit" (defaults ← model params ← request).
+
+    Unknown keys (legacy mirostat, tfs_z, numa, ...) are ignored by the decoder, like Ollama.
+    """
+
+    num_keep: Int = None
+    seed: Int = None
+    num_predict: Int = None
+    top_k: Int = None
+    top_p: float | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repeat_last_n: Int = None
+    temperature: float | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop: list[str] | None = None
+    # Load-time options: changing them means another runner.
+    num_ctx: Int = None
+    num_batch: Int = None
+    num_gpu: Int = None
+    main_gpu: Int = None
+    use_mmap: bool | None = None
+    num_thread: Int = None
+
+
+OPTION_TYPE_NAMES: dict[str, str] = {
+    name: ("array of strings" if name == "stop" else "boolean" if name == "use_mmap" else
+           "float" if name in {"top_p", "min_p", "typical_p", "temperature", "repeat_penalty",
+                               "presence_penalty", "frequency_penalty"} else "integer")
+    for name in Options.__struct_fields__
+}
+
+
+def merge_options(*layers: Options | None) -> Options:
+    """Later layers win key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        for name in layer.__struct_fields__:
+            value = getattr(layer, name)
+            if value is not None:
+                merged[name] = value
+    return Options(**merged)
+
+
+class ToolFunctionCall(Struct, omit_defaults=True):
+    name: str
+    arguments: dict[str, Any] = {}
+    index: int | None = None
+
+
+class ToolCall(Struct, omit_defaults=True):
+    function: ToolFunctionCall
+    id: str | None = None
+
+
+class Message(Struct, omit_defaults=True):
+    role: str
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+class Tool(Struct, omit_defaults=True):
+    function: dict[str, Any]
+    type: str = "function"
+
+
+KeepAlive = float | str | None
+Think = bool | str | None
+Format = str | dict[str, Any] | None
+
+
+class GenerateRequest(Struct, omit_defaults=True):
+    model: str = ""
+    prompt: str = ""
+    suffix: str = ""
+    images: list[str] | None = None
+    think: Think = None
+    format: Format = None
+    options: Options | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    stream: bool = True
+    raw: bool = False
+    keep_alive: KeepAlive = None
+    truncate: bool = True
+    shift: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class ChatRequest(Struct, omit_defaults=True):
+    model: str = ""
+    messages: list[Message] = []
+    tools: list[Tool] | None = None
+    think: Think = None
+    format: Format = None
+    options: Options | None = None
+    stream: bool = True
+    keep_alive: KeepAlive = None
+    truncate: bool = True
+    shift: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class Metrics(Struct, omit_defaults=True):
+    """Durations in nanoseconds; zero values are omitted like Ollama's omitempty."""
+
+    total_duration: int = 0
+    load_duration: int = 0
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+
+
+class GenerateChunk(Struct, omit_defaults=True):
+    model: str
+    created_at: str
+    response: str
+    done: bool
+    done_reason: str | None = None
+    context: list[int] | None = None
+    total_duration: int = 0
+    load_duration: int = 0
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+
+
+class AssistantMessage(Struct, omit_defaults=True):
+    role: str
+    content: str
+    thinking: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ChatChunk(Struct, omit_defaults=True):
+    model: str
+    created_at: str
+    message: AssistantMessage
+    done: bool
+    done_reason: str | None = None
+    total_duration: int = 0
+    load_duration: int = 0
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+
+
+class ErrorBody(Struct):
+    error: str
+
+
+class VersionResponse(Struct):
+    version: str
+
+
+class ModelDetails(Struct):
+    parent_model: str = ""
+    format: str = "gguf"
+    family: str = ""
+    families: list[str] | None = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class ListedModel(Struct):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails
+
+
+class TagsResponse(Struct):
+    models: list[ListedModel]
+
+
+class RunningModel(Struct):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: ModelDetails
+    expires_at: str
+    size_vram: int
+    context_length: int
+
+
+class PsResponse(Struct):
+    models: list[RunningModel]
+
+
+class CreateRequest(Struct, omit_defaults=True):
+    model: str = ""
+    name: str = ""  # deprecated alias of model
+    files: dict[str, str] | None = None
+    stream: bool = True
+
+
+class StatusChunk(Struct, omit_defaults=True):
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+json_encoder = msgspec.json.Encoder()

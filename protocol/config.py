@@ -1,0 +1,99 @@
+"""Settings, built once at start-up from Ollama's environment variables and Herd's own HERD_*."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import msgspec
+
+from protocol.durations import env_keep_alive_ns
+
+DEFAULT_PORT = 11434
+
+
+class Settings(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    models_dir: str = os.path.expanduser("~/.ollama/models")
+    keep_alive_ns: int = 5 * 60 * 1_000_000_000
+    num_parallel: int = 4
+    max_loaded_models: int = 3
+    max_queue: int = 512
+    context_length: int = 4096
+    num_batch: int = 512
+    num_threads: int = 0
+    load_timeout_s: float = 300.0
+    origins: tuple[str, ...] = ()
+    # Worker nodes to connect to; empty means `herd serve` starts a local one.
+    workers: tuple[str, ...] = ()
+    node_bind: str = ""
+    runner_host: str = "127.0.0.1"
+    run_dir: str = ""
+    default_model: str = "gemma3:270m"
+    noprune: bool = False
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip().strip("\"'")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in env.get(name, "").split(",") if v.strip())
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    host, port = _host_port(env.get("OLLAMA_HOST", ""))
+    keep_alive = env.get("OLLAMA_KEEP_ALIVE", "").strip()
+    models_dir = env.get("OLLAMA_MODELS", "").strip() or os.path.expanduser("~/.ollama/models")
+    run_dir = env.get("HERD_RUN_DIR", "").strip() or tempfile.mkdtemp(prefix="herd-")
+    max_loaded = _int(env, "OLLAMA_MAX_LOADED_MODELS", 0)
+    return Settings(
+        host=host,
+        port=port,
+        models_dir=os.path.abspath(os.path.expanduser(models_dir)),
+        keep_alive_ns=env_keep_alive_ns(keep_alive) if keep_alive else 5 * 60 * 1_000_000_000,
+        num_parallel=max(_int(env, "OLLAMA_NUM_PARALLEL", 4), 1),
+        max_loaded_models=max_loaded if max_loaded > 0 else 3,
+        max_queue=max(_int(env, "OLLAMA_MAX_QUEUE", 512), 0),
+        context_length=_int(env, "OLLAMA_CONTEXT_LENGTH", 0) or 4096,
+        num_batch=max(_int(env, "HERD_NUM_BATCH", 512), 32),
+        num_threads=_int(env, "HERD_NUM_THREADS", 0),
+        origins=_list(env, "OLLAMA_ORIGINS"),
+        workers=_list(env, "HERD_WORKERS"),
+        node_bind=env.get("HERD_NODE_BIND", "").strip(),
+        runner_host=env.get("HERD_RUNNER_HOST", "").strip() or "127.0.0.1",
+        run_dir=run_dir,
+        default_model=env.get("HERD_DEFAULT_MODEL", "gemma3:270m").strip(),
+        noprune=_bool(env, "OLLAMA_NOPRUNE"),
+    )
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    """OLLAMA_HOST: [scheme://]host[:port][/path]. No scheme: port 11434; http:// → 80,
+    https:// → 443 when no port is given."""
+    value = value.strip().strip("\"'")
+    if not value:
+        return "127.0.0.1", DEFAULT_PORT
+    default_port = DEFAULT_PORT
+    if "://" in value:
+        scheme, value = value.split("://", 1)
+        default_port = {"http": 80, "https": 443}.get(scheme.lower(), DEFAULT_PORT)
+    parts = urlsplit(f"//{value}")
+    host = parts.hostname or "127.0.0.1"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return host, port if port is not None else default_port

@@ -1,0 +1,191 @@
+"""Internal messages between gateways, worker nodes and runners (ZeroMQ, msgpack).
+
+Every message travels as two frames: a one-byte `Kind` so the receiver dispatches before
+decoding, then the msgpack payload. Hot messages are array-like and untracked by the GC.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+from msgspec import Struct
+
+WIRE_VERSION = 1
+
+
+class FinishReason(enum.IntEnum):
+    NONE = 0
+    STOP = 1
+    LENGTH = 2
+    ABORT = 3
+    ERROR = 4
+
+
+class SamplingParams(Struct, array_like=True, omit_defaults=True, gc=False):
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_last_n: int = 64
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int = -1
+    num_predict: int = -1
+    num_keep: int = 4
+    stop: list[str] = []
+
+
+class ChatTurn(Struct, array_like=True, gc=False):
+    role: str
+    content: str
+
+
+class Submit(Struct, array_like=True, omit_defaults=True, gc=False):
+    """One generation. Either `raw_prompt` (sent verbatim) or `messages` (templated in the runner)."""
+
+    req_id: int
+    sampling: SamplingParams
+    raw_prompt: str | None = None
+    messages: list[ChatTurn] = []
+    context: list[int] = []
+    return_context: bool = False
+    truncate: bool = True
+
+
+class Abort(Struct, array_like=True, gc=False):
+    req_id: int
+
+
+class RequestOutput(Struct, array_like=True, omit_defaults=True, gc=False):
+    """New text of one request in one engine step; metrics ride on the final one."""
+
+    req_id: int
+    text: str = ""
+    finish: FinishReason = FinishReason.NONE
+    prompt_tokens: int = 0
+    prompt_ns: int = 0
+    eval_tokens: int = 0
+    eval_ns: int = 0
+    context: list[int] | None = None
+    error: str = ""
+    error_status: int = 0
+
+
+class EngineStep(Struct, array_like=True, gc=False):
+    """Everything one engine step produced for one gateway."""
+
+    outputs: list[RequestOutput]
+
+
+class RunnerSpec(Struct, omit_defaults=True):
+    """What a node needs to start a runner; `key` identifies the loaded instance."""
+
+    key: str
+    model_path: str
+    num_ctx: int
+    num_parallel: int
+    num_batch: int = 512
+    num_threads: int = 0
+    num_gpu_layers: int = -1
+    use_mmap: bool = True
+    family: str = ""
+
+
+class Hello(Struct):
+    version: int = WIRE_VERSION
+
+
+class LoadModel(Struct):
+    request_id: int
+    spec: RunnerSpec
+
+
+class ModelLoaded(Struct):
+    request_id: int
+    key: str
+    endpoint: str
+    size: int
+    size_vram: int
+    context_length: int
+
+
+class LoadFailed(Struct):
+    request_id: int
+    key: str
+    error: str
+
+
+class UnloadModel(Struct):
+    key: str
+
+
+class RunnerExited(Struct):
+    key: str
+    endpoint: str
+    returncode: int
+
+
+class RunnerReady(Struct):
+    key: str
+    endpoint: str
+    size: int
+    size_vram: int
+    context_length: int
+
+
+class RunnerFailed(Struct):
+    key: str
+    error: str
+
+
+class Kind(enum.IntEnum):
+    SUBMIT = 1
+    ABORT = 2
+    ENGINE_STEP = 3
+    HELLO = 10
+    LOAD_MODEL = 11
+    MODEL_LOADED = 12
+    LOAD_FAILED = 13
+    UNLOAD_MODEL = 14
+    RUNNER_EXITED = 15
+    RUNNER_READY = 16
+    RUNNER_FAILED = 17
+
+
+_TYPES: dict[Kind, type[Struct]] = {
+    Kind.SUBMIT: Submit,
+    Kind.ABORT: Abort,
+    Kind.ENGINE_STEP: EngineStep,
+    Kind.HELLO: Hello,
+    Kind.LOAD_MODEL: LoadModel,
+    Kind.MODEL_LOADED: ModelLoaded,
+    Kind.LOAD_FAILED: LoadFailed,
+    Kind.UNLOAD_MODEL: UnloadModel,
+    Kind.RUNNER_EXITED: RunnerExited,
+    Kind.RUNNER_READY: RunnerReady,
+    Kind.RUNNER_FAILED: RunnerFailed,
+}
+_KIND_FRAMES: dict[type[Struct], bytes] = {t: bytes([k]) for k, t in _TYPES.items()}
+
+WireMessage = (Submit | Abort | EngineStep | Hello | LoadModel | ModelLoaded | LoadFailed
+               | UnloadModel | RunnerExited | RunnerReady | RunnerFailed)
+
+
+class WireCodec:
+    """One reusable encoder and one decoder per kind; create one per socket owner."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoders = {bytes([k]): msgspec.msgpack.Decoder(t) for k, t in _TYPES.items()}
+
+    def encode(self, message: WireMessage) -> list[bytes]:
+        return [_KIND_FRAMES[type(message)], self._encoder.encode(message)]
+
+    def decode(self, kind: bytes, payload: bytes) -> WireMessage:
+        decoder = self._decoders.get(kind)
+        if decoder is None:
+            raise ValueError(f"unknown wire message kind {kind!r}")
+        return decoder.decode(payload)

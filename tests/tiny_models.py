@@ -1,0 +1,214 @@
+"""Tiny random-weight GGUF llama models with a real SentencePiece-style vocab.
+
+Written with the ``gguf`` package in milliseconds, loadable by llama.cpp, so
+tests can exercise the real inference stack without downloading a model.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+from gguf import GGUFWriter, LlamaFileType, TokenType
+
+__all__ = [
+    "CHATML_TEMPLATE",
+    "BOS_TOKEN",
+    "EOS_TOKEN",
+    "IM_START_TOKEN",
+    "IM_END_TOKEN",
+    "UNK_TOKEN",
+    "WORDS",
+    "build_vocab",
+    "write_tiny_llama",
+]
+
+CHATML_TEMPLATE: str = (
+    "{% for message in messages %}"
+    r"{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    r"{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+UNK_TOKEN = "<unk>"
+BOS_TOKEN = "<s>"
+EOS_TOKEN = "</s>"
+IM_START_TOKEN = "<|im_start|>"
+IM_END_TOKEN = "<|im_end|>"
+
+# SentencePiece's word-boundary marker; llama.cpp maps spaces to it.
+_SPACE = "\u2581"
+
+WORDS: tuple[str, ...] = (
+    "the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "he", "was",
+    "for", "on", "are", "with", "as", "I", "his", "they", "be", "at", "one",
+    "have", "this", "from", "or", "had", "by", "hot", "word", "but", "what",
+    "some", "we", "can", "out", "other", "were", "all", "there", "when", "up",
+    "use", "your", "how", "said", "an", "each", "she", "which", "do", "their",
+    "time", "if", "will", "way", "about", "many", "then", "them", "write",
+    "would", "like", "so", "these", "her", "long", "make", "thing", "see",
+    "him", "two", "has", "look", "more", "day", "could", "go", "come", "did",
+    "number", "sound", "no", "most", "people", "my", "over", "know", "water",
+    "than", "call", "first", "who", "may", "down", "side", "been", "now",
+    "find", "hello", "world", "hi", "yes", "why", "sky", "blue", "red", "green",
+    "cat", "dog", "sun", "moon", "tree", "light", "good", "new", "old", "small",
+    "big", "model", "test", "story", "tell", "me", "short", "answer", "question",
+    "Hello", "The", "What", "Why", "How", "Yes", "No", "It", "This", "You",
+)
+
+# Single characters so any ASCII text still tokenizes without byte fallback.
+_CHARS: str = (
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    ".,!?;:'\"-()[]{}<>/\\@#$%^&*_+=|~`"
+)
+
+# Tokens the model may emit: whole words and a little punctuation. Everything
+# else gets a large negative logit so sampled text is readable, valid UTF-8
+# and never stops early on an end-of-generation token.
+_EMITTABLE_CHARS = frozenset(".,!?")
+
+# Residual-stream dimension held constant in every token embedding; after the
+# final RMS norm it acts as a bias input for the output projection.
+_BIAS_DIM = 0
+_BIAS_EMBED = 0.25
+_SUPPRESS_WEIGHT = -4.0
+_OUTPUT_STD = 0.12
+_WEIGHT_STD = 0.02
+
+
+def build_vocab() -> tuple[list[str], list[float], list[int], set[int]]:
+    """Return (tokens, scores, token_types, emittable_ids) for the tiny vocab."""
+    tokens: list[str] = []
+    types: list[int] = []
+    index: dict[str, int] = {}
+    emittable: set[int] = set()
+
+    def add(text: str, ttype: TokenType) -> int:
+        if text in index:
+            return index[text]
+        index[text] = len(tokens)
+        tokens.append(text)
+        types.append(int(ttype))
+        return index[text]
+
+    add(UNK_TOKEN, TokenType.UNKNOWN)
+    add(BOS_TOKEN, TokenType.CONTROL)
+    add(EOS_TOKEN, TokenType.CONTROL)
+    add(IM_START_TOKEN, TokenType.CONTROL)
+    add(IM_END_TOKEN, TokenType.CONTROL)
+    for b in range(256):
+        add(f"<0x{b:02X}>", TokenType.BYTE)
+
+    add(_SPACE, TokenType.NORMAL)
+    for ch in _CHARS:
+        tid = add(ch, TokenType.NORMAL)
+        if ch in _EMITTABLE_CHARS:
+            emittable.add(tid)
+    # llama.cpp's SPM tokenizer only merges adjacent pieces whose concatenation
+    # is itself in the vocab, so every prefix of "▁word" must exist for the
+    # whole word to be reachable from single characters.
+    for word in WORDS:
+        piece = _SPACE + word
+        for end in range(2, len(piece) + 1):
+            add(piece[:end], TokenType.NORMAL)
+        emittable.add(index[piece])
+
+    # Decreasing scores in id order, like real SentencePiece vocabs; the
+    # merge order is irrelevant here because prefix chains never compete.
+    scores = [0.0 if t != int(TokenType.NORMAL) else -float(i) for i, t in enumerate(types)]
+    return tokens, scores, types, emittable
+
+
+def _matrix(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    return rng.normal(0.0, _WEIGHT_STD, size=(rows, cols)).astype(np.float32)
+
+
+def write_tiny_llama(
+    path: pathlib.Path,
+    *,
+    seed: int = 0,
+    chat_template: str | None = CHATML_TEMPLATE,
+    context_length: int = 2048,
+    embedding_length: int = 64,
+    block_count: int = 2,
+    head_count: int = 4,
+    name: str = "tiny-llama",
+    file_type_f32: bool = True,
+) -> pathlib.Path:
+    """Write a random-weight llama GGUF to ``path`` and return the path.
+
+    Weights are deterministic in ``seed``. ``<|im_end|>`` and ``</s>`` are
+    end-of-generation tokens but their logits are suppressed, so generation
+    normally runs until ``num_predict``.
+    """
+    path = pathlib.Path(path)
+    if embedding_length % head_count:
+        raise ValueError("embedding_length must be divisible by head_count")
+    head_dim = embedding_length // head_count
+    ff_length = 2 * embedding_length
+
+    tokens, scores, types, emittable = build_vocab()
+    n_vocab = len(tokens)
+    rng = np.random.default_rng(seed)
+    # Norm vectors and other 1-D tensors stay F32: llama.cpp expects that.
+    mat_dtype = np.float32 if file_type_f32 else np.float16
+
+    writer = GGUFWriter(path, "llama")
+    writer.add_name(name)
+    writer.add_file_type(LlamaFileType.ALL_F32 if file_type_f32 else LlamaFileType.MOSTLY_F16)
+    writer.add_context_length(context_length)
+    writer.add_embedding_length(embedding_length)
+    writer.add_block_count(block_count)
+    writer.add_feed_forward_length(ff_length)
+    writer.add_head_count(head_count)
+    writer.add_head_count_kv(head_count)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(n_vocab)
+
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_unk_token_id(tokens.index(UNK_TOKEN))
+    writer.add_bos_token_id(tokens.index(BOS_TOKEN))
+    writer.add_eos_token_id(tokens.index(EOS_TOKEN))
+    # llama.cpp also auto-detects "<|im_end|>" by text, but the explicit key
+    # makes it EOT (and thus end-of-generation) regardless of version.
+    writer.add_eot_token_id(tokens.index(IM_END_TOKEN))
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    # llama.cpp's SPM default, spelled out: "hello" tokenizes as "▁hello".
+    writer.add_add_space_prefix(True)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+
+    token_embd = _matrix(rng, n_vocab, embedding_length)
+    token_embd[:, _BIAS_DIM] = _BIAS_EMBED
+    output = rng.normal(0.0, _OUTPUT_STD, size=(n_vocab, embedding_length)).astype(np.float32)
+    suppressed = np.ones(n_vocab, dtype=bool)
+    suppressed[sorted(emittable)] = False
+    output[:, _BIAS_DIM] = np.where(suppressed, _SUPPRESS_WEIGHT, 0.0)
+
+    ones = np.ones(embedding_length, dtype=np.float32)
+    writer.add_tensor("token_embd.weight", token_embd.astype(mat_dtype))
+    writer.add_tensor("output_norm.weight", ones)
+    writer.add_tensor("output.weight", output.astype(mat_dtype))
+    for i in range(block_count):
+        blk = f"blk.{i}"
+        writer.add_tensor(f"{blk}.attn_norm.weight", ones)
+        writer.add_tensor(f"{blk}.attn_q.weight", _matrix(rng, embedding_length, embedding_length).astype(mat_dtype))
+        writer.add_tensor(f"{blk}.attn_k.weight", _matrix(rng, head_count * head_dim, embedding_length).astype(mat_dtype))
+        writer.add_tensor(f"{blk}.attn_v.weight", _matrix(rng, head_count * head_dim, embedding_length).astype(mat_dtype))
+        writer.add_tensor(f"{blk}.attn_output.weight", _matrix(rng, embedding_length, embedding_length).astype(mat_dtype))
+        writer.add_tensor(f"{blk}.ffn_norm.weight", ones)
+        writer.add_tensor(f"{blk}.ffn_gate.weight", _matrix(rng, ff_length, embedding_length).astype(mat_dtype))
+        writer.add_tensor(f"{blk}.ffn_up.weight", _matrix(rng, ff_length, embedding_length).astype(mat_dtype))
+        writer.add_tensor(f"{blk}.ffn_down.weight", _matrix(rng, embedding_length, ff_length).astype(mat_dtype))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -1,0 +1,108 @@
+"""Chat templates: the GGUF's Jinja template, else a built-in one for the model family."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from protocol.wire import ChatTurn
+
+# gemma3's GGUF ships without a template; this is Gemma's documented turn format.
+GEMMA_TEMPLATE = """{{ bos_token }}
+{%- if messages and messages[0]['role'] == 'system' -%}
+{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+{%- set loop_messages = messages[1:] -%}
+{%- else -%}
+{%- set first_user_prefix = '' -%}
+{%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+{{ '<start_of_turn>' + role + '\n' + ((first_user_prefix if loop.first else '') + message['content']) | trim + '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{ '<start_of_turn>model\n' }}
+{%- endif -%}"""
+
+CHATML_TEMPLATE = """{%- for message in messages -%}
+{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{ '<|im_start|>assistant\n' }}
+{%- endif -%}"""
+
+LLAMA3_TEMPLATE = """{{ bos_token }}
+{%- for message in messages -%}
+{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif -%}"""
+
+BUILTIN_TEMPLATES: dict[str, str] = {
+    "gemma": GEMMA_TEMPLATE,
+    "gemma2": GEMMA_TEMPLATE,
+    "gemma3": GEMMA_TEMPLATE,
+    "gemma3n": GEMMA_TEMPLATE,
+    "llama": LLAMA3_TEMPLATE,
+    "qwen2": CHATML_TEMPLATE,
+    "qwen3": CHATML_TEMPLATE,
+}
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def _raise_exception(message: str) -> None:
+    raise TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.datetime.now().strftime(fmt)
+
+
+def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+class ChatTemplate:
+    """Renders chat turns into the prompt text the model was trained on."""
+
+    def __init__(self, source: str, *, bos_token: str, eos_token: str) -> None:
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            undefined=jinja2.Undefined)
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = _strftime_now
+        env.filters["tojson"] = _tojson
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateError as e:
+            raise TemplateError(f"template error: {e}") from e
+        self.source = source
+        self._bos = bos_token
+        self._eos = eos_token
+
+    @classmethod
+    def for_model(cls, gguf_template: str | None, family: str, *, bos_token: str,
+                  eos_token: str) -> ChatTemplate:
+        source = gguf_template or BUILTIN_TEMPLATES.get(family, CHATML_TEMPLATE)
+        return cls(source, bos_token=bos_token, eos_token=eos_token)
+
+    @property
+    def renders_bos(self) -> bool:
+        return "bos_token" in self.source
+
+    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
+        messages = [{"role": t.role, "content": t.content} for t in turns]
+        try:
+            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                         bos_token=self._bos, eos_token=self._eos)
+        except TemplateError:
+            raise
+        except Exception as e:  # a template bug is the model's, not the server's
+            raise TemplateError(f"template error: {e}") from e

@@ -1,0 +1,282 @@
+"""Continuous batching: every step mixes prefill chunks and one decode token per running sequence
+into one llama_batch, calls llama_decode once, samples each sequence with its own C chain."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import llama_cpp as L
+
+from protocol.wire import FinishReason, RequestOutput, Submit
+from worker.chat_template import ChatTemplate, TemplateError
+from worker.llama_model import LlamaContext, LlamaModel
+from worker.sampler import SamplerChain
+from worker.textstream import TextStream
+
+Emit = Callable[[bytes, list[RequestOutput]], None]
+
+
+class RequestError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(eq=False)
+class Slot:
+    """One llama.cpp sequence id; `tokens` mirrors its KV cells so a later prompt can reuse them."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    busy: bool = False
+
+
+@dataclass(eq=False)
+class Sequence:
+    client: bytes
+    req: Submit
+    prompt: list[int]
+    stream: TextStream
+    chain: SamplerChain
+    t_submit: int
+    slot: Slot | None = None
+    next_token: int = -1  # sampled, not yet decoded into the KV cache
+    generated: int = 0
+    generated_tokens: list[int] = field(default_factory=list)
+    t_admit: int = 0
+    t_first: int = 0
+    batch_index: int = -1
+
+    @property
+    def prefilling(self) -> bool:
+        return self.slot is not None and len(self.slot.tokens) < len(self.prompt)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class BatchEngine:
+    def __init__(self, model: LlamaModel, ctx: LlamaContext, template: ChatTemplate,
+                 emit: Emit) -> None:
+        self.model = model
+        self.ctx = ctx
+        self.template = template
+        self._emit = emit
+        self._slots = [Slot(i) for i in range(ctx.n_seq)]
+        self._waiting: deque[Sequence] = deque()
+        self._running: list[Sequence] = []
+        self._by_key: dict[tuple[bytes, int], Sequence] = {}
+        self._outbox: dict[bytes, list[RequestOutput]] = {}
+        self._batch = L.llama_batch_init(ctx.n_batch, 0, 1)
+
+    def close(self) -> None:
+        for seq in list(self._by_key.values()):
+            seq.chain.close()
+        L.llama_batch_free(self._batch)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._running or self._waiting)
+
+    def submit(self, client: bytes, req: Submit) -> None:
+        try:
+            prompt = self._prompt_tokens(req)
+        except RequestError as e:
+            self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
+                                            error_status=e.status))
+            return
+        seq = Sequence(client=client, req=req, prompt=prompt,
+                       stream=TextStream(req.sampling.stop),
+                       chain=SamplerChain(req.sampling, n_vocab=self.model.n_vocab,
+                                          n_ctx=self.ctx.n_ctx_seq),
+                       t_submit=time.perf_counter_ns())
+        self._by_key[(client, req.req_id)] = seq
+        self._waiting.append(seq)
+
+    def abort(self, client: bytes, req_id: int) -> None:
+        seq = self._by_key.get((client, req_id))
+        if seq is None:
+            return
+        if seq in self._waiting:
+            self._waiting.remove(seq)
+        self._finish(seq, FinishReason.ABORT)
+
+    def abort_client(self, client: bytes) -> None:
+        for (owner, req_id) in [k for k in self._by_key if k[0] == client]:
+            self.abort(owner, req_id)
+
+    def _prompt_tokens(self, req: Submit) -> list[int]:
+        if req.raw_prompt is not None:
+            text = req.raw_prompt
+            with_bos = not req.context
+        else:
+            try:
+                text = self.template.render(req.messages)
+            except TemplateError as e:
+                raise RequestError(str(e)) from e
+            with_bos = not req.context and not self.template.renders_bos
+        tokens = list(req.context) + self.model.tokenize(text, add_special=False, parse_special=True)
+        if with_bos and self.model.add_bos and (not tokens or tokens[0] != self.model.bos):
+            tokens.insert(0, self.model.bos)
+        if not tokens:
+            raise RequestError("prompt is empty after templating")
+        limit = self.ctx.n_ctx_seq
+        if len(tokens) >= limit:
+            if not req.truncate:
+                raise RequestError("the input length exceeds the context length")
+            # Keep num_keep tokens from the start and the newest tail, leaving room to answer.
+            keep = min(max(req.sampling.num_keep, 0), limit // 2)
+            tail = max(limit * 3 // 4 - keep, 1)
+            tokens = tokens[:keep] + tokens[-tail:]
+        return tokens
+
+    # -- one engine step ------------------------------------------------------------------
+
+    def step(self) -> None:
+        self._admit()
+        if self._running:
+            self._decode_and_sample()
+        self.flush()
+
+    def flush(self) -> None:
+        if self._outbox:
+            outbox, self._outbox = self._outbox, {}
+            for client, outputs in outbox.items():
+                self._emit(client, outputs)
+
+    def _admit(self) -> None:
+        while self._waiting:
+            free = [s for s in self._slots if not s.busy]
+            if not free:
+                return
+            seq = self._waiting.popleft()
+            slot = max(free, key=lambda s: _common_prefix(s.tokens, seq.prompt))
+            # At least the last prompt token is decoded again: its logits start the answer.
+            reuse = min(_common_prefix(slot.tokens, seq.prompt), len(seq.prompt) - 1)
+            if reuse < len(slot.tokens):
+                self.ctx.forget(slot.seq_id, reuse)
+                del slot.tokens[reuse:]
+            slot.busy = True
+            seq.slot = slot
+            seq.t_admit = time.perf_counter_ns()
+            self._running.append(seq)
+
+    def _decode_and_sample(self) -> None:
+        batch = self._batch
+        n = 0
+        in_batch: list[Sequence] = []
+        # Decode tokens first so running streams never starve behind a long prefill.
+        for seq in self._running:
+            if seq.prefilling:
+                continue
+            slot = seq.slot
+            assert slot is not None
+            self._put(n, seq.next_token, len(slot.tokens), slot.seq_id, True)
+            slot.tokens.append(seq.next_token)
+            seq.batch_index = n
+            in_batch.append(seq)
+            n += 1
+        budget = self.ctx.n_batch - n
+        for seq in self._running:
+            if budget <= 0 or not seq.prefilling:
+                continue
+            slot = seq.slot
+            assert slot is not None
+            start = len(slot.tokens)
+            chunk = seq.prompt[start:start + budget]
+            last = start + len(chunk) == len(seq.prompt)
+            for i, tok in enumerate(chunk):
+                self._put(n, tok, start + i, slot.seq_id, last and i == len(chunk) - 1)
+                n += 1
+            slot.tokens.extend(chunk)
+            budget -= len(chunk)
+            if last:
+                seq.batch_index = n - 1
+                in_batch.append(seq)
+        batch.n_tokens = n
+        if n == 0:
+            return
+        rc = L.llama_decode(self.ctx.ptr, batch)
+        if rc != 0:
+            self._fail_batch(rc)
+            return
+        now = time.perf_counter_ns()
+        for seq in in_batch:
+            self._sample(seq, now)
+
+    def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq_id
+        b.logits[i] = logits
+
+    def _sample(self, seq: Sequence, now: int) -> None:
+        token = seq.chain.sample(self.ctx.ptr, seq.batch_index)
+        if not seq.t_first:
+            seq.t_first = now
+        if self.model.is_eog(token):
+            self._finish(seq, FinishReason.STOP)
+            return
+        seq.next_token = token
+        seq.generated += 1
+        if seq.req.return_context:
+            seq.generated_tokens.append(token)
+        text = seq.stream.push(self.model.piece(token))
+        if text:
+            self._out(seq.client, RequestOutput(seq.req.req_id, text))
+        limit = seq.req.sampling.num_predict
+        slot = seq.slot
+        assert slot is not None
+        if seq.stream.stopped:
+            self._finish(seq, FinishReason.STOP)
+        elif 0 < limit <= seq.generated:
+            self._finish(seq, FinishReason.LENGTH)
+        elif len(slot.tokens) + 1 >= self.ctx.n_ctx_seq:
+            self._finish(seq, FinishReason.LENGTH)
+
+    def _finish(self, seq: Sequence, reason: FinishReason, error: str = "") -> None:
+        self._by_key.pop((seq.client, seq.req.req_id), None)
+        if seq.slot is not None:
+            seq.slot.busy = False
+            seq.slot = None
+            self._running.remove(seq)
+        seq.chain.close()
+        if reason == FinishReason.ABORT:
+            return
+        tail = "" if seq.stream.stopped or reason == FinishReason.ERROR else seq.stream.flush()
+        now = time.perf_counter_ns()
+        t_first = seq.t_first or now
+        out = RequestOutput(
+            seq.req.req_id, tail, reason,
+            prompt_tokens=len(seq.prompt),
+            prompt_ns=max(t_first - (seq.t_admit or seq.t_submit), 1),
+            eval_tokens=seq.generated,
+            eval_ns=max(now - t_first, 1) if seq.generated else 0,
+            context=(seq.prompt + seq.generated_tokens) if seq.req.return_context else None,
+            error=error, error_status=500 if error else 0)
+        self._out(seq.client, out)
+
+    def _fail_batch(self, rc: int) -> None:
+        # The KV state of every sequence in a failed batch is unknown: drop it all.
+        message = f"llama_decode failed with status {rc}"
+        for seq in list(self._running):
+            slot = seq.slot
+            if slot is not None:
+                self.ctx.forget(slot.seq_id, 0)
+                slot.tokens.clear()
+            self._finish(seq, FinishReason.ERROR, message)
+
+    def _out(self, client: bytes, output: RequestOutput) -> None:
+        self._outbox.setdefault(client, []).append(output)

@@ -1,0 +1,136 @@
+"""A llama.cpp model and its vocabulary through llama-cpp-python's low-level ctypes API."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import llama_cpp as L
+
+
+class ModelLoadError(RuntimeError):
+    pass
+
+
+def _quiet_llama_logs() -> None:
+    # llama.cpp logs every tensor at load; the runner's stderr is for problems.
+    if os.environ.get("HERD_LLAMA_VERBOSE") != "1":
+        try:
+            from llama_cpp import _logger
+
+            _logger.set_verbose(False)
+        except (ImportError, AttributeError):
+            pass
+
+
+class LlamaModel:
+    """Weights + vocabulary; contexts are created on top of it."""
+
+    def __init__(self, path: str, *, n_gpu_layers: int = -1) -> None:
+        _quiet_llama_logs()
+        L.llama_backend_init()
+        params = L.llama_model_default_params()
+        params.n_gpu_layers = 999 if n_gpu_layers < 0 else n_gpu_layers
+        self.ptr = L.llama_model_load_from_file(path.encode(), params)
+        if not self.ptr:
+            raise ModelLoadError(f"unable to load model: {path}")
+        self.vocab = L.llama_model_get_vocab(self.ptr)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        self.bos = L.llama_vocab_bos(self.vocab)
+        self.eos = L.llama_vocab_eos(self.vocab)
+        self.add_bos = bool(L.llama_vocab_get_add_bos(self.vocab))
+        self.n_ctx_train = L.llama_model_n_ctx_train(self.ptr)
+        self.size = int(L.llama_model_size(self.ptr))
+        self._pieces: dict[int, bytes] = {}
+        self._eog: dict[int, bool] = {}
+
+    def close(self) -> None:
+        if self.ptr:
+            L.llama_model_free(self.ptr)
+            self.ptr = None
+
+    def meta(self, key: str) -> str | None:
+        size = 256
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = L.llama_model_meta_val_str(self.ptr, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", "replace")
+            size = n + 1
+
+    def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        cap = len(data) + 8
+        buf = (L.llama_token * cap)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        if n < 0:
+            cap = -n
+            buf = (L.llama_token * cap)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, cap, add_special, parse_special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        """Bytes of one token as printed text (control tokens render as nothing); cached."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = L.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = L.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            cached = buf.raw[:n]
+            self._pieces[token] = cached
+        return cached
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def is_eog(self, token: int) -> bool:
+        known = self._eog.get(token)
+        if known is None:
+            known = bool(L.llama_vocab_is_eog(self.vocab, token))
+            self._eog[token] = known
+        return known
+
+    def token_text(self, token: int) -> str:
+        """The raw vocabulary text of a token (for BOS/EOS in chat templates)."""
+        if token < 0:
+            return ""
+        raw = L.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+
+class LlamaContext:
+    """One llama.cpp context with `n_seq` sequences of `n_ctx_seq` tokens each."""
+
+    def __init__(self, model: LlamaModel, *, n_ctx_seq: int, n_seq: int, n_batch: int,
+                 n_threads: int) -> None:
+        params = L.llama_context_default_params()
+        # kv_unified=False splits n_ctx evenly across sequences, so size it as per-seq × slots.
+        params.n_ctx = n_ctx_seq * n_seq
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq
+        params.kv_unified = False
+        if n_threads > 0:
+            params.n_threads = n_threads
+            params.n_threads_batch = n_threads
+        self.ptr = L.llama_init_from_model(model.ptr, params)
+        if not self.ptr:
+            raise ModelLoadError("unable to create llama.cpp context (out of memory?)")
+        self.memory = L.llama_get_memory(self.ptr)
+        self.n_ctx_seq = int(L.llama_n_ctx_seq(self.ptr))
+        self.n_batch = n_batch
+        self.n_seq = n_seq
+
+    def close(self) -> None:
+        if self.ptr:
+            L.llama_free(self.ptr)
+            self.ptr = None
+
+    def forget(self, seq_id: int, from_pos: int = 0) -> None:
+        """Drops the sequence's KV cells from `from_pos` on."""
+        if not L.llama_memory_seq_rm(self.memory, seq_id, from_pos, -1):
+            L.llama_memory_seq_rm(self.memory, seq_id, 0, -1)

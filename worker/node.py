@@ -1,0 +1,208 @@
+"""The worker node: starts one runner process per loaded model and tells gateways about them.
+
+Gateways send LoadModel / UnloadModel to the node's ROUTER socket. A runner is shared by every
+gateway that asked for the same key (gateway replicas use one runner) and stops when the last
+gateway releases it. Runner exits are reported to every gateway at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, RunnerExited, RunnerFailed,
+                           RunnerReady, UnloadModel, WireCodec, WireMessage)
+
+log = logging.getLogger("herd.node")
+
+
+@dataclass(eq=False)
+class RunnerProcess:
+    key: str
+    process: asyncio.subprocess.Process
+    leases: set[bytes] = field(default_factory=set)
+    waiting: list[tuple[bytes, int]] = field(default_factory=list)  # (gateway, request_id)
+    ready: RunnerReady | None = None
+    error: str = ""
+
+
+class WorkerNode:
+    def __init__(self, bind: str, run_dir: str, runner_host: str = "127.0.0.1") -> None:
+        self.bind = bind
+        self.run_dir = run_dir
+        self.runner_host = runner_host
+        self.codec = WireCodec()
+        self.zctx = zmq.asyncio.Context()
+        self.sock = self.zctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.events = self.zctx.socket(zmq.PULL)
+        self.events.setsockopt(zmq.LINGER, 0)
+        self.events_endpoint = f"ipc://{run_dir}/node-events-{os.getpid()}.sock"
+        self.runners: dict[str, RunnerProcess] = {}
+        self.gateways: set[bytes] = set()
+        self._counter = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _runner_bind(self) -> str:
+        self._counter += 1
+        if self.bind.startswith("ipc://"):
+            return f"ipc://{self.run_dir}/runner-{os.getpid()}-{self._counter}.sock"
+        return f"tcp://{self.runner_host}:*"
+
+    async def serve(self) -> None:
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.sock.bind(self.bind)
+        self.events.bind(self.events_endpoint)
+        log.info("worker node listening on %s", self.bind)
+        try:
+            await asyncio.gather(self._serve_gateways(), self._serve_runner_events())
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        for runner in list(self.runners.values()):
+            self._terminate(runner)
+        for runner in list(self.runners.values()):
+            try:
+                await asyncio.wait_for(runner.process.wait(), 5)
+            except asyncio.TimeoutError:
+                runner.process.kill()
+        self.sock.close()
+        self.events.close()
+
+    async def _send(self, gateway: bytes, message: WireMessage) -> None:
+        await self.sock.send_multipart([gateway, *self.codec.encode(message)])
+
+    async def _serve_gateways(self) -> None:
+        while True:
+            frames = await self.sock.recv_multipart()
+            if len(frames) != 3:
+                continue
+            gateway, kind, payload = frames
+            try:
+                message = self.codec.decode(kind, payload)
+            except (ValueError, msgspec.DecodeError):
+                log.warning("undecodable message from a gateway")
+                continue
+            self.gateways.add(gateway)
+            if isinstance(message, LoadModel):
+                await self._load(gateway, message)
+            elif isinstance(message, UnloadModel):
+                self._release(gateway, message.key)
+            elif isinstance(message, Hello):
+                pass
+
+    async def _load(self, gateway: bytes, message: LoadModel) -> None:
+        key = message.spec.key
+        runner = self.runners.get(key)
+        if runner is not None and runner.ready is not None:
+            runner.leases.add(gateway)
+            await self._send(gateway, self._loaded(message.request_id, runner.ready))
+            return
+        if runner is None:
+            runner = await self._spawn(message)
+        runner.leases.add(gateway)
+        runner.waiting.append((gateway, message.request_id))
+
+    async def _spawn(self, message: LoadModel) -> RunnerProcess:
+        spec = message.spec
+        cmd = [sys.executable, "-m", "worker.runner", "--spec", msgspec.json.encode(spec).decode(),
+               "--bind", self._runner_bind(), "--events", self.events_endpoint]
+        process = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL)
+        runner = RunnerProcess(spec.key, process)
+        self.runners[spec.key] = runner
+        log.info("started runner pid %d for %s", process.pid, spec.model_path)
+        task = asyncio.create_task(self._watch(runner))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return runner
+
+    @staticmethod
+    def _loaded(request_id: int, ready: RunnerReady) -> ModelLoaded:
+        return ModelLoaded(request_id, ready.key, ready.endpoint, ready.size, ready.size_vram,
+                           ready.context_length)
+
+    def _release(self, gateway: bytes, key: str) -> None:
+        runner = self.runners.get(key)
+        if runner is None:
+            return
+        runner.leases.discard(gateway)
+        if not runner.leases:
+            self._terminate(runner)
+
+    @staticmethod
+    def _terminate(runner: RunnerProcess) -> None:
+        if runner.process.returncode is None:
+            runner.process.send_signal(signal.SIGTERM)
+
+    async def _serve_runner_events(self) -> None:
+        while True:
+            kind, payload = await self.events.recv_multipart()
+            try:
+                message = self.codec.decode(kind, payload)
+            except (ValueError, msgspec.DecodeError):
+                continue
+            runner = self.runners.get(getattr(message, "key", ""))
+            if runner is None:
+                continue
+            if isinstance(message, RunnerReady):
+                if self.bind.startswith("tcp://") and "0.0.0.0" in message.endpoint:
+                    message.endpoint = message.endpoint.replace("0.0.0.0", self.runner_host)
+                runner.ready = message
+                waiting, runner.waiting = runner.waiting, []
+                for gateway, request_id in waiting:
+                    await self._send(gateway, self._loaded(request_id, message))
+            elif isinstance(message, RunnerFailed):
+                runner.error = message.error
+
+    async def _watch(self, runner: RunnerProcess) -> None:
+        returncode = await runner.process.wait()
+        if self.runners.get(runner.key) is runner:
+            del self.runners[runner.key]
+        log.info("runner for %s exited with %d", runner.key, returncode)
+        error = runner.error or f"model runner exited with status {returncode} while loading"
+        for gateway, request_id in runner.waiting:
+            await self._send(gateway, LoadFailed(request_id, runner.key, error))
+        if runner.ready is not None:
+            exited = RunnerExited(runner.key, runner.ready.endpoint, returncode)
+            for gateway in self.gateways:
+                await self._send(gateway, exited)
+
+
+def run_node(bind: str, run_dir: str, runner_host: str = "127.0.0.1",
+             exit_with_parent: bool = False) -> None:
+    """Entry point of `herd worker`: serve until SIGTERM/SIGINT, then stop every runner."""
+
+    async def main() -> None:
+        node = WorkerNode(bind, run_dir, runner_host)
+        task = asyncio.create_task(node.serve())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        if exit_with_parent:
+            # Started by `herd serve`: a gateway killed with SIGKILL must not leave runners behind.
+            parent = os.getppid()
+
+            async def watch_parent() -> None:
+                while os.getppid() == parent:
+                    await asyncio.sleep(1)
+                task.cancel()
+
+            watcher = asyncio.create_task(watch_parent())
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            if exit_with_parent:
+                watcher.cancel()
+
+    asyncio.run(main())

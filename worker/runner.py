@@ -1,0 +1,114 @@
+"""The runner process: one loaded model, one llama.cpp context, one batching engine.
+
+It binds a ROUTER socket that gateways connect to, tells its node when it is ready (or why it
+failed to load), and otherwise loops: drain every waiting message, run one engine step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+import zmq
+
+from protocol.wire import (Abort, EngineStep, RequestOutput, RunnerFailed, RunnerReady, RunnerSpec,
+                           Submit, WireCodec)
+from worker.chat_template import ChatTemplate
+from worker.engine import BatchEngine
+from worker.llama_model import LlamaContext, LlamaModel
+
+_IDLE_POLL_MS = 500
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def load_engine(spec: RunnerSpec, emit) -> tuple[LlamaModel, BatchEngine]:
+    model = LlamaModel(spec.model_path, n_gpu_layers=spec.num_gpu_layers)
+    n_ctx = min(spec.num_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else spec.num_ctx
+    ctx = LlamaContext(model, n_ctx_seq=max(n_ctx, 16), n_seq=max(spec.num_parallel, 1),
+                       n_batch=spec.num_batch, n_threads=spec.num_threads)
+    family = spec.family or (model.meta("general.architecture") or "")
+    template = ChatTemplate.for_model(model.meta("tokenizer.chat_template"), family,
+                                      bos_token=model.token_text(model.bos),
+                                      eos_token=model.token_text(model.eos))
+    return model, BatchEngine(model, ctx, template, emit)
+
+
+class Runner:
+    def __init__(self, spec: RunnerSpec, bind: str, node_events: str) -> None:
+        self.spec = spec
+        self.codec = WireCodec()
+        self.zctx = zmq.Context.instance()
+        self.events = self.zctx.socket(zmq.PUSH)
+        self.events.setsockopt(zmq.LINGER, 2000)
+        self.events.connect(node_events)
+        self.sock = self.zctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.bind = bind
+        self.parent = os.getppid()
+
+    def _emit(self, client: bytes, outputs: list[RequestOutput]) -> None:
+        self.sock.send_multipart([client, *self.codec.encode(EngineStep(outputs))])
+
+    def run(self) -> int:
+        try:
+            model, engine = load_engine(self.spec, self._emit)
+            self.sock.bind(self.bind)
+        except Exception as e:  # report load failures to the node, which answers the gateway
+            traceback.print_exc()
+            self.events.send_multipart(self.codec.encode(RunnerFailed(self.spec.key, str(e))))
+            return 1
+        endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.events.send_multipart(self.codec.encode(RunnerReady(
+            self.spec.key, endpoint, size=_resident_bytes(), size_vram=0,
+            context_length=engine.ctx.n_ctx_seq)))
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        while True:
+            timeout = 0 if engine.has_work else _IDLE_POLL_MS
+            while poller.poll(timeout):
+                self._handle(engine, self.sock.recv_multipart(zmq.NOBLOCK))
+                timeout = 0
+            if not engine.has_work and os.getppid() != self.parent:
+                return 0  # the node is gone: nobody can reach us any more
+            engine.step()
+
+    def _handle(self, engine: BatchEngine, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            return
+        client, kind, payload = frames
+        try:
+            message = self.codec.decode(kind, payload)
+        except Exception:
+            traceback.print_exc()
+            return
+        if isinstance(message, Submit):
+            engine.submit(client, message)
+        elif isinstance(message, Abort):
+            engine.abort(client, message.req_id)
+        engine.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import msgspec
+
+    parser = argparse.ArgumentParser(prog="herd-runner")
+    parser.add_argument("--spec", required=True, help="RunnerSpec as JSON")
+    parser.add_argument("--bind", required=True)
+    parser.add_argument("--events", required=True, help="the node's PULL endpoint")
+    args = parser.parse_args(argv)
+    spec = msgspec.json.decode(args.spec, type=RunnerSpec)
+    return Runner(spec, args.bind, args.events).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

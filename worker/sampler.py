@@ -1,0 +1,44 @@
+"""Per-sequence sampler chains that run in C (llama_sampler_sample), never over the vocab in Python."""
+
+from __future__ import annotations
+
+import llama_cpp as L
+
+from protocol.wire import SamplingParams
+
+_RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
+
+
+class SamplerChain:
+    def __init__(self, params: SamplingParams, *, n_vocab: int, n_ctx: int) -> None:
+        self.ptr = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        add = lambda s: L.llama_sampler_chain_add(self.ptr, s)  # noqa: E731
+        last_n = n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
+        penalised = (params.repeat_penalty != 1.0 or params.presence_penalty != 0.0
+                     or params.frequency_penalty != 0.0)
+        if last_n > 0 and penalised:
+            add(L.llama_sampler_init_penalties(n_vocab, last_n, params.repeat_penalty,
+                                               params.frequency_penalty, params.presence_penalty))
+        if params.temperature <= 0.0:
+            add(L.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            add(L.llama_sampler_init_top_k(params.top_k))
+        if 0.0 < params.typical_p < 1.0:
+            add(L.llama_sampler_init_typical(params.typical_p, 1))
+        if 0.0 < params.top_p < 1.0:
+            add(L.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            add(L.llama_sampler_init_min_p(params.min_p, 1))
+        add(L.llama_sampler_init_temp(params.temperature))
+        seed = _RANDOM_SEED if params.seed < 0 else params.seed & 0xFFFFFFFF
+        add(L.llama_sampler_init_dist(seed))
+
+    def sample(self, ctx: L.llama_context_p, batch_index: int) -> int:
+        # Applies the chain to the logits at batch_index and accepts the token (penalty history).
+        return L.llama_sampler_sample(self.ptr, ctx, batch_index)
+
+    def close(self) -> None:
+        if self.ptr:
+            L.llama_sampler_free(self.ptr)
+            self.ptr = None
