@@ -37,8 +37,9 @@ def sampling_params(options: Options) -> SamplingParams:
 
 def runner_spec(entry: ModelEntry, options: Options, settings: Settings) -> RunnerSpec:
     num_ctx = int(options.num_ctx) if options.num_ctx else settings.context_length
-    if num_ctx < 4:
-        num_ctx = 4
+    if entry.context_length:
+        num_ctx = min(num_ctx, entry.context_length)  # so equal effective contexts share a runner
+    num_ctx = max(num_ctx, 4)
     num_batch = int(options.num_batch) if options.num_batch else settings.num_batch
     threads = int(options.num_thread) if options.num_thread else settings.num_threads
     gpu = int(options.num_gpu) if options.num_gpu is not None else -1

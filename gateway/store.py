@@ -49,6 +49,7 @@ class ModelEntry(Struct):
     system: str | None
     modified_at: float
     size: int
+    context_length: int  # trained context from the GGUF; 0 when unknown
 
     @property
     def details(self) -> ModelDetails:
@@ -232,7 +233,14 @@ class ModelStore:
             config=config, model_path=self.blob_path(model_layer.digest),
             model_digest=model_layer.digest, params=params, template=template, system=system,
             modified_at=mtime,
-            size=manifest.config.size + sum(layer.size for layer in manifest.layers))
+            size=manifest.config.size + sum(layer.size for layer in manifest.layers),
+            context_length=self._trained_context(model_layer.digest))
+
+    def _trained_context(self, digest: str) -> int:
+        try:
+            return read_summary(self.blob_path(digest)).context_length
+        except (NotGGUF, OSError):
+            return 0
 
     def _read_blob(self, digest: str) -> bytes:
         with open(self.blob_path(digest), "rb") as f:

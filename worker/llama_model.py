@@ -121,7 +121,8 @@ class LlamaContext:
         if not self.ptr:
             raise ModelLoadError("unable to create llama.cpp context (out of memory?)")
         self.memory = L.llama_get_memory(self.ptr)
-        self.n_ctx_seq = int(L.llama_n_ctx_seq(self.ptr))
+        # llama.cpp pads the context (to 256); the user's num_ctx stays the limit we enforce.
+        self.n_ctx_seq = min(n_ctx_seq, int(L.llama_n_ctx_seq(self.ptr)))
         self.n_batch = n_batch
         self.n_seq = n_seq
 

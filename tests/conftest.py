@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from herd_server import HerdServer  # noqa: E402
+from tiny_models import write_tiny_llama  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("gguf") / "tiny.gguf", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_no_template(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return write_tiny_llama(tmp_path_factory.mktemp("gguf") / "tiny-nt.gguf", seed=1,
+                            chat_template=None)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: pathlib.Path):
+    """A shared server with the tiny model created as `tiny`."""
+    srv = HerdServer(tmp_path_factory.mktemp("herd"))
+    with srv:
+        srv.create_model("tiny", tiny_gguf)
+        yield srv
+
+
+@pytest.fixture
+def make_server(tmp_path: pathlib.Path, tiny_gguf: pathlib.Path):
+    """Starts servers with special settings; each gets the tiny model; all stop at teardown."""
+    started: list[HerdServer] = []
+
+    def start(**env: str) -> HerdServer:
+        srv = HerdServer(tmp_path / f"srv{len(started)}", env=env).start()
+        started.append(srv)
+        srv.create_model("tiny", tiny_gguf)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()

@@ -1,0 +1,116 @@
+"""Starts a real `herd serve` (gateway + worker node + runners) for tests, on a free port."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import ollama
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HerdServer:
+    def __init__(self, workdir: pathlib.Path, *, models_dir: pathlib.Path | None = None,
+                 env: dict[str, str] | None = None, default_model: str = "") -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.models_dir = models_dir or workdir / "models"
+        self.run_dir = workdir / "run"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / "server.log"
+        self.env = {
+            **os.environ,
+            "OLLAMA_HOST": f"127.0.0.1:{self.port}",
+            "OLLAMA_MODELS": str(self.models_dir),
+            "HERD_RUN_DIR": str(self.run_dir),
+            "HERD_DEFAULT_MODEL": default_model,
+            "HERD_NUM_THREADS": "2",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> HerdServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"], cwd=ROOT, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"herd serve exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"herd serve did not come up:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def client(self, timeout: float = 120.0) -> ollama.Client:
+        return ollama.Client(host=self.url, timeout=timeout)
+
+    def runner_pids(self) -> list[int]:
+        """PIDs of this server's runner processes (their socket lives in our run dir)."""
+        pids = []
+        for proc in pathlib.Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"worker.runner" in cmdline and any(str(self.run_dir).encode() in a for a in cmdline):
+                pids.append(int(proc.name))
+        return pids
+
+    def create_model(self, name: str, gguf_path: pathlib.Path) -> None:
+        client = self.client()
+        digest = client.create_blob(gguf_path)
+        client.create(model=name, files={gguf_path.name: digest})
+
+    def __enter__(self) -> HerdServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1) -> bool:
+    """Polls for an eventual state (an unload, a restart); not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
