@@ -89,7 +89,9 @@ class Scheduler:
     async def acquire(self, entry: ModelEntry, spec: RunnerSpec, keep_alive_ns: int) -> LoadedRunner:
         runner = self._runners.get(spec.key)
         if runner is None:
-            if self.queued >= self.settings.max_queue:
+            # The request that starts a load is being served, not queued (OLLAMA_MAX_QUEUE=0
+            # still lets an idle server load a model).
+            if self.queued > self.settings.max_queue:
                 raise ServerBusy()
             self._waiting_loads += 1
             try:
@@ -185,7 +187,7 @@ class Scheduler:
             return
         runner.expires_at = time.time() + ka / 1e9
         loop = asyncio.get_running_loop()
-        runner.timer = loop.call_later(ka / 1e9, self._spawn, self._expire(runner))
+        runner.timer = loop.call_later(ka / 1e9, lambda: self._spawn(self._expire(runner)))
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
