@@ -24,17 +24,17 @@ class Layer(Struct, omit_defaults=True):
     from_: str | None = msgspec.field(default=None, name="from")
 
 
-class Manifest(Struct, omit_defaults=True):
-    config: Layer
-    layers: list[Layer]
+class Manifest(Struct, kw_only=True):
     schemaVersion: int = 2
     mediaType: str = MANIFEST_MEDIA_TYPE
+    config: Layer
+    layers: list[Layer]
 
     def layer(self, media_type: str) -> Layer | None:
         return next((layer for layer in self.layers if layer.mediaType == media_type), None)
 
 
-class ModelConfig(Struct, omit_defaults=True):
+class ModelConfig(Struct):
     model_format: str = "gguf"
     model_family: str = ""
     model_families: list[str] | None = None
