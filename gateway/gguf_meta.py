@@ -141,11 +141,11 @@ def read_summary(path: str) -> GGUFSummary:
 
 
 def format_parameter_size(count: int) -> str:
-    """Ollama's human form: 3.2B, 268.10M, 8.0K."""
-    if count >= 1_000_000_000:
-        return f"{count / 1e9:.1f}B"
-    if count >= 1_000_000:
-        return f"{count / 1e6:.2f}M"
-    if count >= 1_000:
-        return f"{count / 1e3:.1f}K"
+    """Ollama's format.HumanNumber: 7B, 3.2B, 8M, 268.10M, 8K."""
+    for unit, scale, decimals in (("B", 1e9, 1), ("M", 1e6, 2), ("K", 1e3, 0)):
+        if count >= scale:
+            value = count / scale
+            if value == int(value):
+                return f"{int(value)}{unit}"
+            return f"{value:.{decimals}f}{unit}"
     return str(count)

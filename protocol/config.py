@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from collections.abc import Mapping
@@ -82,16 +83,23 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
 
 def _host_port(value: str) -> tuple[str, int]:
     """OLLAMA_HOST: [scheme://]host[:port][/path]. No scheme: port 11434; http:// → 80,
-    https:// → 443 when no port is given."""
-    value = value.strip().strip("\"'")
+    https:// → 443 when no port is given; ":port" alone listens on every interface."""
+    value = value.strip().strip("\"'").strip()
     if not value:
         return "127.0.0.1", DEFAULT_PORT
     default_port = DEFAULT_PORT
     if "://" in value:
         scheme, value = value.split("://", 1)
         default_port = {"http": 80, "https": 443}.get(scheme.lower(), DEFAULT_PORT)
+    value = value.split("/", 1)[0]
+    try:
+        return str(ipaddress.ip_address(value)), default_port  # a bare IPv6 address
+    except ValueError:
+        pass
     parts = urlsplit(f"//{value}")
-    host = parts.hostname or "127.0.0.1"
+    host = parts.hostname
+    if host is None:
+        host = "0.0.0.0" if value.startswith(":") else "127.0.0.1"
     try:
         port = parts.port
     except ValueError:

@@ -25,6 +25,8 @@ class DurationError(ValueError):
 def parse_go_duration(text: str) -> int:
     """Parses Go's time.ParseDuration syntax into nanoseconds."""
     s = text.strip()
+    if not s:
+        raise DurationError(f'time: invalid duration "{text}"')
     if s in ("0", "+0", "-0"):
         return 0
     sign = 1
@@ -60,8 +62,12 @@ def keep_alive_ns(value: float | str | None, default_ns: int) -> int:
 def env_keep_alive_ns(text: str) -> int:
     """OLLAMA_KEEP_ALIVE also accepts a bare integer number of seconds."""
     t = text.strip().strip("\"'")
+    default = 5 * 60 * 1_000_000_000
     try:
         seconds = int(t)
     except ValueError:
-        return keep_alive_ns(t, 5 * 60 * 1_000_000_000)
+        try:
+            return keep_alive_ns(t, default)
+        except DurationError:
+            return default  # like Ollama: a bad value keeps the default
     return FOREVER_NS if seconds < 0 else seconds * 1_000_000_000

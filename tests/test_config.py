@@ -70,30 +70,15 @@ def test_invalid_port_falls_back_to_the_default(run_dir: str, value: str) -> Non
     assert (s.host, s.port) == ("127.0.0.1", 11434)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.py:94: an empty host (':9999') becomes 127.0.0.1; Ollama's envconfig "
-    "keeps it empty (TestHost 'only port': ':1234' -> 'http://:1234'), i.e. all interfaces",
-)
 def test_port_only_host_listens_on_all_interfaces(run_dir: str) -> None:
     assert settings(run_dir, OLLAMA_HOST=":9999").host in {"", "0.0.0.0"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.py:93-94: urlsplit('//::1') has no hostname so an unbracketed IPv6 "
-    "address becomes 127.0.0.1; Ollama's TestHost 'ipv6 no brackets': '::1' -> '[::1]:11434'",
-)
 def test_unbracketed_ipv6_host(run_dir: str) -> None:
     s = settings(run_dir, OLLAMA_HOST="::1")
     assert (s.host, s.port) == ("::1", 11434)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.py:86: space inside the quotes survives (host ' 1.2.3.4 '); Ollama's "
-    "envconfig trims space again after the quotes (TestHost 'extra space+quotes')",
-)
 def test_space_inside_quotes_is_trimmed(run_dir: str) -> None:
     s = settings(run_dir, OLLAMA_HOST=' " 1.2.3.4 " ')
     assert (s.host, s.port) == ("1.2.3.4", 11434)
@@ -136,11 +121,6 @@ def test_keep_alive_defaults_to_five_minutes(run_dir: str) -> None:
     assert settings(run_dir).keep_alive_ns == 5 * MIN_NS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.py:66: an unparsable OLLAMA_KEEP_ALIVE raises DurationError at start-up; "
-    "Ollama's envconfig.KeepAlive keeps the 5m default",
-)
 def test_unparsable_keep_alive_falls_back_to_five_minutes(run_dir: str) -> None:
     assert settings(run_dir, OLLAMA_KEEP_ALIVE="abc").keep_alive_ns == 5 * MIN_NS
 

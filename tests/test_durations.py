@@ -63,11 +63,6 @@ def test_duration_error_is_a_value_error() -> None:
     assert issubclass(DurationError, ValueError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG durations.py:31: s[:1] in "+-" is True for "" so s[0] raises IndexError, '
-    'not DurationError (Go: time: invalid duration "")',
-)
 @pytest.mark.parametrize("text", ["", "   "])
 def test_empty_duration_is_rejected_as_invalid(text: str) -> None:
     with pytest.raises(DurationError, match="invalid duration"):

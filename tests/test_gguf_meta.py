@@ -135,11 +135,6 @@ def test_format_parameter_size_matches_ollama(count: int, text: str) -> None:
     assert format_parameter_size(count) == text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG gguf_meta.py:143-152: Ollama's format.HumanNumber prints whole billions/millions "
-    "without decimals ('7B', '8M') and thousands as '%.0fK'; Herd prints '7.0B', '8.00M', '8.0K'",
-)
 @pytest.mark.parametrize(("count", "text"), [(7_000_000_000, "7B"), (8_000_000, "8M"), (8_000, "8K")])
 def test_format_parameter_size_whole_numbers_like_ollama(count: int, text: str) -> None:
     assert format_parameter_size(count) == text

@@ -110,11 +110,6 @@ def test_invalid_name_is_a_value_error() -> None:
     assert issubclass(InvalidName, ValueError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG names.py:13-15: the part regexes end in '$', which also matches before a "
-    "trailing newline, so a part ending in '\\n' is accepted (use re.fullmatch or \\Z)",
-)
 @pytest.mark.parametrize("text", ["user\n/model", "model\n:tag", "host\n/user/model"])
 def test_a_newline_inside_a_name_is_rejected(text: str) -> None:
     with pytest.raises(InvalidName):
