@@ -24,8 +24,10 @@ def free_port() -> int:
 
 class HerdServer:
     def __init__(self, workdir: pathlib.Path, *, models_dir: pathlib.Path | None = None,
-                 env: dict[str, str] | None = None, default_model: str = "") -> None:
+                 env: dict[str, str] | None = None, default_model: str = "",
+                 command: tuple[str, ...] = ("serve",)) -> None:
         self.workdir = workdir
+        self.command = command
         self.port = free_port()
         self.models_dir = models_dir or workdir / "models"
         self.run_dir = workdir / "run"
@@ -44,9 +46,11 @@ class HerdServer:
 
     def start(self, timeout: float = 120.0) -> HerdServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.command[0] == "worker":
+            return self._start_worker()
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"], cwd=ROOT, env=self.env,
+            [sys.executable, "-m", "gateway.cli", *self.command], cwd=ROOT, env=self.env,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -59,6 +63,13 @@ class HerdServer:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"herd serve did not come up:\n{self.log()}")
+
+    def _start_worker(self) -> HerdServer:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", *self.command], cwd=ROOT, env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
 
     def stop(self) -> None:
         if self.process is None:

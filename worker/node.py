@@ -8,6 +8,7 @@ gateway releases it. Runner exits are reported to every gateway at once.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -55,7 +56,13 @@ class WorkerNode:
         self._counter += 1
         if self.bind.startswith("ipc://"):
             return f"ipc://{self.run_dir}/runner-{os.getpid()}-{self._counter}.sock"
-        return f"tcp://{self.runner_host}:*"
+        # Runners bind an ephemeral port; a host name (compose service) is advertised, not bound.
+        try:
+            ipaddress.ip_address(self.runner_host)
+            bind_host = self.runner_host
+        except ValueError:
+            bind_host = "0.0.0.0"
+        return f"tcp://{bind_host}:*"
 
     async def serve(self) -> None:
         os.makedirs(self.run_dir, exist_ok=True)
