@@ -69,6 +69,7 @@ def gateway(settings: Settings) -> int:
     if not settings.workers:
         log.error("herd gateway needs HERD_WORKERS (comma-separated worker node endpoints)")
         return 2
+    ensure_default_model(ModelStore(settings.models_dir), settings.default_model)
     asyncio.run(_serve_http(settings, list(settings.workers)))
     return 0
 
