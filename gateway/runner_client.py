@@ -9,7 +9,8 @@ import zmq
 import zmq.asyncio
 
 from gateway.request_stream import RequestStream
-from protocol.wire import Abort, EngineStep, Submit, WireCodec
+from gateway.errors import RunnerError
+from protocol.wire import Abort, Embed, Embeddings, EngineStep, Submit, WireCodec
 
 log = logging.getLogger("herd.gateway")
 
@@ -22,6 +23,7 @@ class RunnerClient:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
         self.streams: dict[int, RequestStream] = {}
+        self.embeds: dict[int, asyncio.Future[Embeddings]] = {}
         self._reader = asyncio.create_task(self._read())
 
     async def submit(self, submit: Submit) -> RequestStream:
@@ -29,6 +31,15 @@ class RunnerClient:
         self.streams[submit.req_id] = stream
         await self.sock.send_multipart(self.codec.encode(submit))
         return stream
+
+    async def embed(self, request: Embed) -> Embeddings:
+        future: asyncio.Future[Embeddings] = asyncio.get_running_loop().create_future()
+        self.embeds[request.req_id] = future
+        try:
+            await self.sock.send_multipart(self.codec.encode(request))
+            return await future
+        finally:
+            self.embeds.pop(request.req_id, None)
 
     async def abort(self, req_id: int) -> None:
         if self.streams.pop(req_id, None) is not None:
@@ -38,6 +49,9 @@ class RunnerClient:
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             stream.fail(message)
+        for future in self.embeds.values():
+            if not future.done():
+                future.set_exception(RunnerError(message))
 
     async def close(self) -> None:
         self._reader.cancel()
@@ -66,6 +80,11 @@ class RunnerClient:
             message = self.codec.decode(frames[0], frames[1])
         except Exception:
             log.warning("undecodable message from runner %s", self.endpoint)
+            return
+        if isinstance(message, Embeddings):
+            future = self.embeds.get(message.req_id)
+            if future is not None and not future.done():
+                future.set_result(message)
             return
         if not isinstance(message, EngineStep):
             return

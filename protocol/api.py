@@ -233,3 +233,31 @@ class StatusChunk(Struct, omit_defaults=True):
 
 
 json_encoder = msgspec.json.Encoder()
+
+
+class EmbedRequest(Struct, omit_defaults=True):
+    model: str = ""
+    input: Any = None  # str | list[str]; checked by hand for Ollama's "invalid input type"
+    truncate: bool = True
+    dimensions: int = 0
+    options: Options | None = None
+    keep_alive: KeepAlive = None
+
+
+class EmbedResponse(Struct, omit_defaults=True):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int = 0
+    load_duration: int = 0
+    prompt_eval_count: int = 0
+
+
+class LegacyEmbeddingsRequest(Struct, omit_defaults=True):
+    model: str = ""
+    prompt: str = ""
+    options: Options | None = None
+    keep_alive: KeepAlive = None
+
+
+class LegacyEmbeddingsResponse(Struct):
+    embedding: list[float]

@@ -59,6 +59,23 @@ class Abort(Struct, array_like=True, gc=False):
     req_id: int
 
 
+class Embed(Struct, array_like=True, gc=False):
+    """Embed every input in as few batched decodes as fit; vectors come back pooled, raw."""
+
+    req_id: int
+    inputs: list[str]
+    truncate: bool = True
+
+
+class Embeddings(Struct, array_like=True, omit_defaults=True, gc=False):
+    req_id: int
+    dim: int = 0
+    vectors: bytes = b""  # float32 little-endian, len(inputs) × dim, not normalised
+    prompt_tokens: int = 0
+    error: str = ""
+    error_status: int = 0
+
+
 class RequestOutput(Struct, array_like=True, omit_defaults=True, gc=False):
     """New text of one request in one engine step; metrics ride on the final one."""
 
@@ -145,6 +162,8 @@ class Kind(enum.IntEnum):
     SUBMIT = 1
     ABORT = 2
     ENGINE_STEP = 3
+    EMBED = 4
+    EMBEDDINGS = 5
     HELLO = 10
     LOAD_MODEL = 11
     MODEL_LOADED = 12
@@ -159,6 +178,8 @@ _TYPES: dict[Kind, type[Struct]] = {
     Kind.SUBMIT: Submit,
     Kind.ABORT: Abort,
     Kind.ENGINE_STEP: EngineStep,
+    Kind.EMBED: Embed,
+    Kind.EMBEDDINGS: Embeddings,
     Kind.HELLO: Hello,
     Kind.LOAD_MODEL: LoadModel,
     Kind.MODEL_LOADED: ModelLoaded,
@@ -170,7 +191,7 @@ _TYPES: dict[Kind, type[Struct]] = {
 }
 _KIND_FRAMES: dict[type[Struct], bytes] = {t: bytes([k]) for k, t in _TYPES.items()}
 
-WireMessage = (Submit | Abort | EngineStep | Hello | LoadModel | ModelLoaded | LoadFailed
+WireMessage = (Submit | Abort | EngineStep | Embed | Embeddings | Hello | LoadModel | ModelLoaded | LoadFailed
                | UnloadModel | RunnerExited | RunnerReady | RunnerFailed)
 
 

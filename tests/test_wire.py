@@ -8,6 +8,8 @@ import pytest
 from protocol.wire import (
     WIRE_VERSION,
     Abort,
+    Embed,
+    Embeddings,
     ChatTurn,
     EngineStep,
     FinishReason,
@@ -50,6 +52,8 @@ ONE_OF_EACH: list[tuple[Kind, WireMessage]] = [
                       prompt_ns=3_000_000, eval_tokens=5, eval_ns=9_000_000, context=[4, 5]),
         RequestOutput(req_id=9, finish=FinishReason.ERROR, error="boom", error_status=500),
     ])),
+    (Kind.EMBED, Embed(req_id=3, inputs=["a", "b"], truncate=False)),
+    (Kind.EMBEDDINGS, Embeddings(req_id=3, dim=2, vectors=b"\x00" * 16, prompt_tokens=4)),
     (Kind.HELLO, Hello()),
     (Kind.LOAD_MODEL, LoadModel(request_id=1, spec=SPEC)),
     (Kind.MODEL_LOADED, ModelLoaded(request_id=1, key=SPEC.key, endpoint="tcp://127.0.0.1:5001",
@@ -107,7 +111,7 @@ def test_hello_carries_the_wire_version() -> None:
     assert decoded.version == WIRE_VERSION
 
 
-@pytest.mark.parametrize("kind", [b"\x00", b"\x04", b"\xff", b"", b"\x01\x01"])
+@pytest.mark.parametrize("kind", [b"\x00", b"\x09", b"\xff", b"", b"\x01\x01"])
 def test_an_unknown_kind_raises_value_error(kind: bytes) -> None:
     with pytest.raises(ValueError, match="unknown wire message kind"):
         WireCodec().decode(kind, msgspec.msgpack.encode([1]))

@@ -13,10 +13,11 @@ import traceback
 
 import zmq
 
-from protocol.wire import (Abort, EngineStep, RequestOutput, RunnerFailed, RunnerReady, RunnerSpec,
-                           Submit, WireCodec)
+from protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, RequestOutput,
+                           RunnerFailed, RunnerReady, RunnerSpec, Submit, WireCodec)
 from worker.chat_template import ChatTemplate
-from worker.engine import BatchEngine
+from worker.embedder import Embedder
+from worker.engine import BatchEngine, RequestError
 from worker.llama_model import LlamaContext, LlamaModel
 
 _IDLE_POLL_MS = 500
@@ -30,10 +31,20 @@ def _resident_bytes() -> int:
         return 0
 
 
-def load_engine(spec: RunnerSpec, emit) -> tuple[LlamaModel, BatchEngine]:
-    model = LlamaModel(spec.model_path, n_gpu_layers=spec.num_gpu_layers)
+def is_embedding_model(model: LlamaModel) -> bool:
+    arch = model.meta("general.architecture") or ""
+    return model.meta(f"{arch}.pooling_type") is not None
+
+
+def context_length(spec: RunnerSpec, model: LlamaModel) -> int:
     n_ctx = min(spec.num_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else spec.num_ctx
-    ctx = LlamaContext(model, n_ctx_seq=max(n_ctx, 16), n_seq=max(spec.num_parallel, 1),
+    return max(n_ctx, 16)
+
+
+def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None) -> tuple[LlamaModel, BatchEngine]:
+    model = model or LlamaModel(spec.model_path, n_gpu_layers=spec.num_gpu_layers)
+    n_ctx = context_length(spec, model)
+    ctx = LlamaContext(model, n_ctx_seq=n_ctx, n_seq=max(spec.num_parallel, 1),
                        n_batch=spec.num_batch, n_threads=spec.num_threads)
     family = spec.family or (model.meta("general.architecture") or "")
     template = ChatTemplate.for_model(model.meta("tokenizer.chat_template"), family,
@@ -55,13 +66,18 @@ class Runner:
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.bind = bind
         self.parent = os.getppid()
+        self.model: LlamaModel | None = None
+        self.embedder: Embedder | None = None
 
     def _emit(self, client: bytes, outputs: list[RequestOutput]) -> None:
         self.sock.send_multipart([client, *self.codec.encode(EngineStep(outputs))])
 
     def run(self) -> int:
         try:
-            model, engine = load_engine(self.spec, self._emit)
+            self.model = LlamaModel(self.spec.model_path, n_gpu_layers=self.spec.num_gpu_layers)
+            # Embedding-only models (BERT) cannot generate: they get no generation context.
+            engine = None if is_embedding_model(self.model) else load_engine(
+                self.spec, self._emit, self.model)[1]
             self.sock.bind(self.bind)
         except Exception as e:  # report load failures to the node, which answers the gateway
             traceback.print_exc()
@@ -70,19 +86,34 @@ class Runner:
         endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.events.send_multipart(self.codec.encode(RunnerReady(
             self.spec.key, endpoint, size=_resident_bytes(), size_vram=0,
-            context_length=engine.ctx.n_ctx_seq)))
+            context_length=context_length(self.spec, self.model))))
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         while True:
-            timeout = 0 if engine.has_work else _IDLE_POLL_MS
+            busy = engine is not None and engine.has_work
+            timeout = 0 if busy else _IDLE_POLL_MS
             while poller.poll(timeout):
                 self._handle(engine, self.sock.recv_multipart(zmq.NOBLOCK))
                 timeout = 0
-            if not engine.has_work and os.getppid() != self.parent:
-                return 0  # the node is gone: nobody can reach us any more
+            if engine is None or not engine.has_work:
+                if os.getppid() != self.parent:
+                    return 0  # the node is gone: nobody can reach us any more
+                continue
             engine.step()
 
-    def _handle(self, engine: BatchEngine, frames: list[bytes]) -> None:
+    def _embed(self, client: bytes, message: Embed) -> None:
+        try:
+            if self.embedder is None:
+                self.embedder = Embedder(self.model, max_tokens=context_length(self.spec, self.model),
+                                         n_threads=self.spec.num_threads)
+            vectors, tokens = self.embedder.embed(message.inputs, truncate=message.truncate)
+            reply = Embeddings(message.req_id, dim=vectors.shape[1], vectors=vectors.tobytes(),
+                               prompt_tokens=tokens)
+        except RequestError as e:
+            reply = Embeddings(message.req_id, error=str(e), error_status=e.status)
+        self.sock.send_multipart([client, *self.codec.encode(reply)])
+
+    def _handle(self, engine: BatchEngine | None, frames: list[bytes]) -> None:
         if len(frames) != 3:
             return
         client, kind, payload = frames
@@ -91,11 +122,19 @@ class Runner:
         except Exception:
             traceback.print_exc()
             return
-        if isinstance(message, Submit):
+        if isinstance(message, Embed):
+            self._embed(client, message)
+        elif engine is None:
+            if isinstance(message, Submit):
+                self._emit(client, [RequestOutput(message.req_id, finish=FinishReason.ERROR,
+                                                  error="this model does not support generate",
+                                                  error_status=400)])
+        elif isinstance(message, Submit):
             engine.submit(client, message)
+            engine.flush()
         elif isinstance(message, Abort):
             engine.abort(client, message.req_id)
-        engine.flush()
+            engine.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
