@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 import zmq.asyncio
 from aiohttp import web
 
-from gateway import routes_embed, routes_generate, routes_models
+from gateway import routes_embed, routes_generate, routes_manage, routes_models
 from gateway.errors import error_middleware
 from gateway.scheduler import Scheduler
 from gateway.state import STATE, GatewayState
@@ -22,6 +22,7 @@ def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Applica
     app.add_routes(routes_models.routes)
     app.add_routes(routes_generate.routes)
     app.add_routes(routes_embed.routes)
+    app.add_routes(routes_manage.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         zctx = zmq.asyncio.Context()

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -81,6 +82,10 @@ def model_name_or_400(text: str) -> ModelName:
         raise BadRequest("invalid model name") from None
 
 
+def _digests(manifest: Manifest) -> set[str]:
+    return {manifest.config.digest, *(layer.digest for layer in manifest.layers)}
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -114,6 +119,8 @@ class ModelStore:
         os.makedirs(self.blobs_dir, exist_ok=True)
         os.makedirs(self.manifests_dir, exist_ok=True)
         self._entries: dict[tuple[str, float], ModelEntry] = {}
+        # Manifest writes and deletes run in worker threads: reference counting must not race.
+        self._lock = threading.RLock()
 
     # -- blobs -----------------------------------------------------------------------------
 
@@ -196,7 +203,69 @@ class ModelStore:
         return path if os.path.isfile(path) else None
 
     def write_manifest(self, name: ModelName, manifest: Manifest) -> None:
-        _atomic_write(self._manifest_path(name), msgspec.json.encode(manifest))
+        """Writes (or replaces) a manifest; blobs only the replaced one used are removed."""
+        with self._lock:
+            path = self._manifest_path(name)
+            old = self._read_manifest(path) if os.path.isfile(path) else None
+            _atomic_write(path, msgspec.json.encode(manifest))
+            if old is not None:
+                self._remove_unreferenced(_digests(old))
+
+    def copy(self, source: ModelName, destination: ModelName) -> None:
+        """Copies the manifest only: the blobs are shared."""
+        path = self._existing_manifest_path(source)
+        if path is None:
+            raise NotFound(f'model "{source.display}" not found')
+        with open(path, "rb") as f:
+            raw = f.read()
+        with self._lock:
+            _atomic_write(self._manifest_path(destination), raw)
+
+    def delete(self, name: ModelName, shown: str) -> None:
+        """Removes the manifest, then every blob of it that no other manifest references."""
+        with self._lock:
+            path = self._existing_manifest_path(name)
+            if path is None:
+                raise ModelNotFound(shown)
+            manifest = self._read_manifest(path)
+            os.unlink(path)
+            _fsync_dir(os.path.dirname(path))
+            self._prune_empty_dirs(os.path.dirname(path))
+            if manifest is not None:
+                self._remove_unreferenced(_digests(manifest))
+
+    def _read_manifest(self, path: str) -> Manifest | None:
+        try:
+            with open(path, "rb") as f:
+                return msgspec.json.decode(f.read(), type=Manifest)
+        except (OSError, msgspec.DecodeError):
+            return None
+
+    def _manifest_paths(self) -> list[str]:
+        paths = []
+        for dirpath, _, files in os.walk(self.manifests_dir):
+            paths += [os.path.join(dirpath, f) for f in files if not f.startswith(".tmp-")]
+        return paths
+
+    def _remove_unreferenced(self, candidates: set[str]) -> None:
+        referenced: set[str] = set()
+        for path in self._manifest_paths():
+            manifest = self._read_manifest(path)
+            if manifest is not None:
+                referenced |= _digests(manifest)
+        for digest in candidates - referenced:
+            try:
+                os.unlink(self.blob_path(digest))
+            except (OSError, BadRequest):
+                pass
+
+    def _prune_empty_dirs(self, folder: str) -> None:
+        while os.path.abspath(folder) != os.path.abspath(self.manifests_dir):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return
+            folder = os.path.dirname(folder)
 
     def resolve(self, name: ModelName, shown: str | None = None) -> ModelEntry:
         path = self._existing_manifest_path(name)

@@ -261,3 +261,34 @@ class LegacyEmbeddingsRequest(Struct, omit_defaults=True):
 
 class LegacyEmbeddingsResponse(Struct):
     embedding: list[float]
+
+
+class CopyRequest(Struct):
+    source: str = ""
+    destination: str = ""
+
+
+class DeleteRequest(Struct):
+    model: str = ""
+    name: str = ""  # deprecated alias of model
+
+
+class ShowRequest(Struct):
+    model: str = ""
+    name: str = ""  # deprecated alias of model
+    verbose: bool = False
+    system: str | None = None
+    options: Options | None = None
+
+
+class ShowResponse(Struct, omit_defaults=True):
+    modelfile: str
+    details: ModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+    parameters: str | None = None
+    template: str | None = None
+    system: str | None = None
+    license: str | None = None
+    messages: list[Message] | None = None
