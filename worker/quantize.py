@@ -362,7 +362,12 @@ if __name__ == "__main__":
         code = main()
     except SystemExit as e:  # SIGTERM, after quantize() removed its partial file
         code = e.code if isinstance(e.code, int) else 1
-    sys.stdout.flush()
+    except BaseException:  # e.g. the gateway closed our stdout (BrokenPipeError)
+        code = 1
+    try:
+        sys.stdout.flush()
+    except OSError:
+        pass
     # os._exit: a quantizer thread cancelled by SIGTERM may still be inside llama.cpp, and
     # interpreter shutdown must not wait for (or tear down state under) it.
     os._exit(code)
