@@ -104,37 +104,33 @@ def _parse_parameter_text(name: str, text: str, line: int) -> Any:
 
 def _coerce_json(name: str, value: object) -> Any:
     kind = _kind(name)
-    shown = msgspec.json.encode(value).decode() if _json_encodable(value) else repr(value)
     if kind == "array of strings":
-        if isinstance(value, str):
-            return [value]
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return list(value)
-        raise ModelfileError(
-            f"invalid value {shown} for parameter '{name}': expected a string or an array of strings")
+        if isinstance(value, str):
+            return [value]
+        raise ModelfileError(f"invalid value {_show(value)} for parameter '{name}': "
+                             "expected a string or an array of strings")
     if kind == "boolean":
         if isinstance(value, bool):
             return value
-        raise ModelfileError(f"invalid bool value {shown} for parameter '{name}'")
+        raise ModelfileError(f"invalid bool value {_show(value)} for parameter '{name}'")
     # bool is an int subclass in Python but never a number in JSON.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ModelfileError(f"invalid {'float' if kind == 'float' else 'int'} value {shown} "
-                             f"for parameter '{name}'")
+    number = not isinstance(value, bool) and isinstance(value, int | float)
     if kind == "float":
-        if not math.isfinite(value):
-            raise ModelfileError(f"invalid float value {shown} for parameter '{name}'")
-        return float(value)
-    if isinstance(value, float) and not value.is_integer():
-        raise ModelfileError(f"invalid int value {shown} for parameter '{name}'")
-    return int(value)
+        if number and math.isfinite(value):  # type: ignore[arg-type]
+            return float(value)  # type: ignore[arg-type]
+        raise ModelfileError(f"invalid float value {_show(value)} for parameter '{name}'")
+    if number and (isinstance(value, int) or float(value).is_integer()):  # type: ignore[arg-type]
+        return int(value)  # type: ignore[call-overload]
+    raise ModelfileError(f"invalid int value {_show(value)} for parameter '{name}'")
 
 
-def _json_encodable(value: object) -> bool:
+def _show(value: object) -> str:
     try:
-        msgspec.json.encode(value)
+        return msgspec.json.encode(value).decode()
     except (TypeError, ValueError, OverflowError):
-        return False
-    return True
+        return repr(value)
 
 
 def options_from_mapping(values: dict[str, object]) -> Options:
@@ -191,10 +187,6 @@ def _take_token(text: str, pos: int) -> tuple[str, int]:
     return word, gap.end() if gap else pos + len(word)
 
 
-def _at_line_end(text: str, pos: int) -> bool:
-    return pos >= len(text) or text[pos] == "\n"
-
-
 def parse_modelfile(text: str) -> Modelfile:
     """Parse Modelfile text; ModelfileError's message carries the offending line number."""
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
@@ -226,45 +218,52 @@ def parse_modelfile(text: str) -> Modelfile:
                 raise ModelfileError(f"invalid parameter name '{key}'", line)
         elif instruction == "MESSAGE":
             key, pos = _take_token(text, pos)
+            if not key:
+                raise ModelfileError("missing message role after MESSAGE", line)
             if key not in MESSAGE_ROLES:
                 raise ModelfileError(f"invalid message role '{key}': must be one of "
                                      f'"system", "user" or "assistant"', line)
         what = f"parameter '{key}'" if instruction == "PARAMETER" else instruction
-        if _at_line_end(text, pos):
+        if pos >= len(text) or text[pos] == "\n":
             raise ModelfileError(f"missing value for {what}", line)
         value, pos = _read_value(text, pos, line, what)
         line = start_line + text.count("\n", line_start, pos)
 
-        if instruction in ("FROM", "ADAPTER", "REQUIRES") and not value:
-            raise ModelfileError(f"missing value for {instruction}", start_line)
         if instruction == "FROM":
             if from_ is not None:
                 raise ModelfileError("multiple FROM lines are not supported", start_line)
             from_ = value
-        elif instruction == "PARAMETER":
-            if _check_known(key, start_line):
-                typed = _parse_parameter_text(key, value, start_line)
-                if isinstance(typed, str):
-                    params.setdefault(key, []).append(typed)
-                else:
-                    params[key] = typed
-        elif instruction == "MESSAGE":
-            result.messages.append(Message(role=key, content=value))
-        elif instruction == "TEMPLATE":
-            result.template = value
-        elif instruction == "SYSTEM":
-            result.system = value
-        elif instruction == "ADAPTER":
-            result.adapters.append(value)
-        elif instruction == "LICENSE":
-            result.licenses.append(value)
-        else:
-            result.requires = _check_semver(value, start_line)
+        _apply(result, params, instruction, key, value, start_line)
     if from_ is None:
         raise ModelfileError("no FROM line")
     result.from_ = from_
     result.parameters = Options(**params)
     return result
+
+
+def _apply(result: Modelfile, params: dict[str, Any], instruction: str, key: str, value: str,
+           line: int) -> None:
+    if instruction in ("FROM", "ADAPTER", "REQUIRES") and not value:
+        raise ModelfileError(f"missing value for {instruction}", line)
+    if instruction == "PARAMETER":
+        if _check_known(key, line):
+            typed = _parse_parameter_text(key, value, line)
+            if _kind(key) == "array of strings":
+                params.setdefault(key, []).append(typed)
+            else:
+                params[key] = typed
+    elif instruction == "MESSAGE":
+        result.messages.append(Message(role=key, content=value))
+    elif instruction == "TEMPLATE":
+        result.template = value
+    elif instruction == "SYSTEM":
+        result.system = value
+    elif instruction == "ADAPTER":
+        result.adapters.append(value)
+    elif instruction == "LICENSE":
+        result.licenses.append(value)
+    elif instruction == "REQUIRES":
+        result.requires = _check_semver(value, line)
 
 
 def _check_semver(value: str, line: int) -> str:
@@ -273,3 +272,126 @@ def _check_semver(value: str, line: int) -> str:
     if not _SEMVER.fullmatch(bare):
         raise ModelfileError(f"requires must be a valid semver (e.g. 0.14.0), got '{value}'", line)
     return bare
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering.
+
+def _go_float(value: float) -> str:
+    """Go's %v for a float64: shortest round-trip digits, %e form when the exponent is < -4 or >= 6."""
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
+    assert isinstance(exponent, int)
+    point = len(digit_tuple) + exponent  # digits before the decimal point
+    exp = point - 1
+    prefix = "-" if sign else ""
+    if exp < -4 or exp >= 6:
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{prefix}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    if point <= 0:
+        return f"{prefix}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return f"{prefix}{digits}{'0' * (point - len(digits))}"
+    return f"{prefix}{digits[:point]}.{digits[point:]}"
+
+
+def _go_quote(text: str) -> str:
+    """Go's strconv.Quote, i.e. what %#v prints for a string."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in _GO_SIMPLE_ESCAPES:
+            out.append(_GO_SIMPLE_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_GO_SIMPLE_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                      "\t": "\\t", "\v": "\\v", "\\": "\\\\", '"': '\\"'}
+
+
+def _parameter_items(parameters: Options) -> list[tuple[str, object]]:
+    """(name, scalar) pairs sorted by name, a list option giving one pair per element."""
+    items: list[tuple[str, object]] = []
+    for name in sorted(parameters.__struct_fields__):
+        value = getattr(parameters, name)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            items.extend((name, element) for element in value)
+        elif _kind(name) == "integer" and not isinstance(value, bool):
+            # Requests may carry 4096.0 for an int option; it is still an int option.
+            items.append((name, int(value)))
+        else:
+            items.append((name, value))
+    return items
+
+
+def _go_value(value: object, quote: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return _go_float(value)
+    if isinstance(value, str):
+        return quote(value)
+    return str(value)
+
+
+def render_parameters(parameters: Options) -> str:
+    """/api/show's "parameters": Ollama's "%-30s %#v" lines joined by newlines."""
+    return "\n".join(f"{name:<{_PARAMETERS_KEY_WIDTH}} {_go_value(value, _go_quote)}"
+                     for name, value in _parameter_items(parameters))
+
+
+def _quoted(text: str) -> str:
+    """A "..." value our parser reads back exactly (newlines may stay literal inside quotes)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _bare_or_quoted(text: str) -> str:
+    if text and "\n" not in text and text == text.strip(" \t") and not text.startswith('"'):
+        return text
+    return _quoted(text)
+
+
+def _heredoc(text: str) -> str:
+    # A """ that ends a line inside the text would close the heredoc early.
+    return _quoted(text) if _HEREDOC_UNSAFE.search(text) else f'"""{text}"""'
+
+
+def render_modelfile(*, model_name: str, from_line: str, template: str | None,
+                     system: str | None, parameters: Options | None, adapters: list[str],
+                     licenses: list[str], messages: list[Message]) -> str:
+    """/api/show's "modelfile", in the format of Ollama's show; parse_modelfile reads it back.
+
+    PARAMETER strings use our own "..." escaping rather than Go's %q: %q turns a newline into
+    \\n, which no Modelfile parser decodes, so a stop sequence like "\\n\\n" would not survive.
+    """
+    lines = [
+        '# Modelfile generated by "ollama show"',
+        "# To build a new Modelfile based on this, replace FROM with:",
+        f"# FROM {model_name}",
+        "",
+        f"FROM {_bare_or_quoted(from_line)}",
+    ]
+    if template is not None:
+        lines.append(f"TEMPLATE {_heredoc(template)}")
+    if system is not None:
+        lines.append(f"SYSTEM {_heredoc(system)}")
+    if parameters is not None:
+        lines.extend(f"PARAMETER {name} {_go_value(value, _quoted)}"
+                     for name, value in _parameter_items(parameters))
+    lines.extend(f"ADAPTER {_bare_or_quoted(adapter)}" for adapter in adapters)
+    lines.extend(f"LICENSE {_heredoc(license_text)}" for license_text in licenses)
+    lines.extend(f"MESSAGE {message.role} {_heredoc(message.content)}" for message in messages)
+    return "\n".join(lines) + "\n"
