@@ -23,6 +23,8 @@ class GGUFSummary(Struct):
     context_length: int
     has_chat_template: bool
     pooling: bool
+    chat_template: str = ""
+    vision: bool = False
 
 
 _SCALARS: dict[int, str] = {
@@ -40,9 +42,10 @@ class _Cursor:
     """Reads the GGUF key/value section. gguf.GGUFReader decodes every tokenizer entry into
     numpy views, which takes ~15 s on gemma3's vocabulary; the store needs a few keys."""
 
-    def __init__(self, data: memoryview) -> None:
+    def __init__(self, data: memoryview, keep_arrays: bool = False) -> None:
         self.data = data
         self.pos = 0
+        self.keep_arrays = keep_arrays
 
     def unpack(self, fmt: str) -> Any:
         (value,) = struct.unpack_from(fmt, self.data, self.pos)
@@ -60,7 +63,7 @@ class _Cursor:
             return self.string()
         if vtype == gguf.GGUFValueType.ARRAY:
             item_type, count = self.unpack("<I"), self.unpack("<Q")
-            if count > _MAX_ARRAY_KEPT:
+            if count > _MAX_ARRAY_KEPT and not self.keep_arrays:
                 self.skip_array(item_type, count)
                 return _SkippedArray(count)
             return [self.value(item_type) for _ in range(count)]
@@ -81,13 +84,14 @@ class _SkippedArray(int):
     """The length of an array that was too long to keep."""
 
 
-def read_metadata(path: str) -> tuple[dict[str, Any], int]:
-    """GGUF key/values (long arrays replaced by their length) and the total parameter count."""
+def read_metadata(path: str, keep_arrays: bool = False) -> tuple[dict[str, Any], int]:
+    """GGUF key/values (long arrays replaced by their length unless keep_arrays) and the total
+    parameter count."""
     with open(path, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise NotGGUF("supplied file was not in GGUF format")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            cur = _Cursor(memoryview(mm))
+            cur = _Cursor(memoryview(mm), keep_arrays)
             try:
                 cur.pos = 4
                 version = cur.unpack("<I")
@@ -137,6 +141,8 @@ def read_summary(path: str) -> GGUFSummary:
         context_length=int(ctx) if isinstance(ctx, int) else 0,
         has_chat_template="tokenizer.chat_template" in meta,
         pooling=f"{arch}.pooling_type" in meta,
+        chat_template=str(meta.get("tokenizer.chat_template", "")),
+        vision=any(key.endswith("vision.block_count") for key in meta),
     )
 
 

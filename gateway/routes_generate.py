@@ -9,14 +9,25 @@ from gateway.http_io import decode_body, json_response, utc_now
 from gateway.inference import (DONE_REASONS, check_think, generate, load_only,
                                request_keep_alive, sampling_params)
 from gateway.state import STATE
-from gateway.store import model_name_or_400
+from gateway.store import ModelEntry, model_name_or_400
 from protocol.api import (AssistantMessage, ChatChunk, ChatRequest, GenerateChunk, GenerateRequest,
                           Metrics, merge_options)
+from protocol.chat_templates import is_go_template
 from protocol.wire import ChatTurn, RequestOutput, Submit
 
 _ROLES = {"system", "user", "assistant", "tool"}
 
 routes = web.RouteTableDef()
+
+
+def jinja_template(source: str | None) -> str:
+    """The template to send to the runner: Jinja only ("" = the model's GGUF or built-in one)."""
+    return source if source and not is_go_template(source) else ""
+
+
+def require_completion(entry: ModelEntry, shown: str, endpoint: str) -> None:
+    if "completion" not in entry.capabilities:
+        raise BadRequest(f'"{shown}" does not support {endpoint}')
 
 
 def _metric_fields(metrics: Metrics | None) -> dict[str, int]:
@@ -33,6 +44,7 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
         raise ModelNotFound("")
     name = model_name_or_400(req.model)
     entry = state.store.resolve(name, shown=req.model)
+    require_completion(entry, req.model, "generate")
     if req.raw and (req.template or req.system or req.context):
         raise BadRequest("raw mode does not support template, system, or context")
     if not 0 <= req.top_logprobs <= 20:
@@ -57,7 +69,8 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
         system = req.system if req.system is not None else entry.system
         turns = ([ChatTurn("system", system)] if system else []) + [ChatTurn("user", req.prompt)]
         submit = Submit(next(state.request_ids), sampling_params(options), messages=turns,
-                        context=req.context or [], return_context=True, truncate=req.truncate)
+                        context=req.context or [], return_context=True, truncate=req.truncate,
+                        template=jinja_template(req.template or entry.template))
 
     def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None) -> GenerateChunk:
         if final is None:
@@ -80,6 +93,7 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
     entry = state.store.resolve(name, shown=req.model)
     if not 0 <= req.top_logprobs <= 20:
         raise BadRequest("top_logprobs must be between 0 and 20")
+    require_completion(entry, req.model, "chat")
     if req.tools:
         raise BadRequest(f"{name.full} does not support tools")
     check_think(req.think, req.model)
@@ -103,7 +117,7 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
     if entry.system and turns[0].role != "system":
         turns.insert(0, ChatTurn("system", entry.system))
     submit = Submit(next(state.request_ids), sampling_params(options), messages=turns,
-                    truncate=req.truncate)
+                    truncate=req.truncate, template=jinja_template(entry.template))
 
     def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None) -> ChatChunk:
         message = AssistantMessage("assistant", text)

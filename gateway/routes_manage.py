@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from gateway.errors import BadRequest
-from gateway.http_io import decode_body
+from gateway.errors import BadRequest, ModelNotFound
+from gateway.gguf_meta import read_metadata
+from gateway.http_io import decode_body, json_response
+from gateway.modelfile import render_modelfile, render_parameters
 from gateway.names import InvalidName, parse_name
 from gateway.state import STATE
-from gateway.store import run_blocking
-from protocol.api import CopyRequest, DeleteRequest
+from gateway.store import format_time, model_name_or_400, run_blocking
+from protocol.api import CopyRequest, DeleteRequest, ShowRequest, ShowResponse, merge_options
+from protocol.chat_templates import builtin_template
 
 routes = web.RouteTableDef()
 
@@ -43,3 +48,52 @@ async def delete(request: web.Request) -> web.Response:
         raise BadRequest(f'name "{text}" is invalid') from None
     await run_blocking(store.delete, name, text)
     return web.Response(status=200)
+
+
+_HIDDEN_KEYS = {"general.name", "tokenizer.chat_template"}
+_ARRAY_LIMIT = 5  # longer arrays (tokenizer vocabularies) only with verbose, like Ollama
+
+
+def model_info(path: str, verbose: bool) -> dict[str, Any]:
+    meta, parameter_count = read_metadata(path, keep_arrays=verbose)
+    info: dict[str, Any] = {}
+    for key, value in meta.items():
+        if key in _HIDDEN_KEYS:
+            continue
+        if isinstance(value, int) and type(value).__name__ == "_SkippedArray":
+            value = []
+        elif isinstance(value, list) and len(value) > _ARRAY_LIMIT and not verbose:
+            value = []
+        info[key] = value
+    info.setdefault("general.parameter_count", parameter_count)
+    return info
+
+
+@routes.post("/api/show")
+async def show(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    req = await decode_body(request, ShowRequest)
+    text = req.model or req.name
+    if not text:
+        raise BadRequest("model is required")
+    name = model_name_or_400(text)
+    try:
+        entry = state.store.resolve(name)
+    except ModelNotFound:
+        raise ModelNotFound(name.display) from None
+    parameters = merge_options(entry.params, req.options)
+    has_parameters = any(getattr(parameters, f) is not None for f in parameters.__struct_fields__)
+    template = entry.template or entry.gguf_template or builtin_template(entry.config.model_family)
+    system = req.system if req.system is not None else entry.system
+    info = await run_blocking(model_info, entry.model_path, req.verbose)
+    return json_response(ShowResponse(
+        modelfile=render_modelfile(
+            model_name=name.display, from_line=entry.model_path, template=template, system=system,
+            parameters=parameters if has_parameters else None, adapters=entry.adapters,
+            licenses=entry.licenses, messages=entry.messages),
+        parameters=render_parameters(parameters) if has_parameters else None,
+        template=template, system=system,
+        license="\n".join(entry.licenses) if entry.licenses else None,
+        messages=entry.messages or None,
+        details=entry.details, model_info=info, capabilities=entry.capabilities,
+        modified_at=format_time(entry.modified_at)))

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.errors import BadRequest, NotFound
+from gateway.create import CreateJob
+from gateway.errors import HerdError, NotFound
 from gateway.http_io import decode_body, json_response, ndjson_line, start_ndjson
 from gateway.state import STATE
-from gateway.store import format_time, model_name_or_400, parse_digest, run_blocking
-from protocol.api import (CreateRequest, PsResponse, RunningModel, StatusChunk, TagsResponse,
+from gateway.store import format_time, run_blocking
+from protocol.api import (CreateRequest, ErrorBody, PsResponse, RunningModel, StatusChunk, TagsResponse,
                           VersionResponse)
 
 VERSION = "0.13.0"
@@ -73,38 +74,29 @@ async def post_blob(request: web.Request) -> web.Response:
 async def create(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     req = await decode_body(request, CreateRequest)
-    name = model_name_or_400(req.model or req.name)
-    if not req.files:
-        raise BadRequest("neither 'from' or 'files' was specified")
-    ggufs: list[str] = []
-    for filename, digest in req.files.items():
-        if os.path.isabs(filename) or ".." in filename.split("/"):
-            raise BadRequest("file path must be relative")
-        parse_digest(digest)
-        if not state.store.has_blob(digest):
-            raise BadRequest(f'blob "{digest}" not found')
-        ggufs.append(digest)
-    if len(ggufs) != 1:
-        raise BadRequest("exactly one GGUF file is supported")
-
-    statuses: list[str] = []
-    entry_digest = ggufs[0]
+    loop = asyncio.get_running_loop()
+    updates: asyncio.Queue[StatusChunk | None] = asyncio.Queue()
+    job = CreateJob(state.store, lambda s: loop.call_soon_threadsafe(updates.put_nowait, s))
+    task = loop.run_in_executor(None, job.run, req)
+    task.add_done_callback(lambda _: loop.call_soon_threadsafe(updates.put_nowait, None))
     if not req.stream:
-        await run_blocking(state.store.create_from_gguf, name, entry_digest, statuses.append)
+        await task  # errors surface with their own status through the middleware
         return json_response(StatusChunk("success"))
-    # Progress is produced in a worker thread; collect then stream (creation from a GGUF blob
-    # only writes a small config and a manifest, so it is quick).
-    response = await start_ndjson(request)
+    response: web.StreamResponse | None = None
+    while (update := await updates.get()) is not None:
+        if response is None:
+            response = await start_ndjson(request)
+        await response.write(ndjson_line(update))
     try:
-        await run_blocking(state.store.create_from_gguf, name, entry_digest, statuses.append)
-    except BadRequest as e:
-        for status in statuses:
-            await response.write(ndjson_line(StatusChunk(status)))
-        await response.write(ndjson_line({"error": str(e)}))
+        await task
+    except HerdError as e:
+        if response is None:  # nothing streamed yet: a plain error with its status
+            raise
+        await response.write(ndjson_line(ErrorBody(str(e))))
         await response.write_eof()
         return response
-    for status in statuses + ["success"]:
-        await response.write(ndjson_line(StatusChunk(status)))
+    if response is None:
+        response = await start_ndjson(request)
+    await response.write(ndjson_line(StatusChunk("success")))
     await response.write_eof()
     return response
-

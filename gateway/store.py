@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -21,11 +22,13 @@ import msgspec
 from msgspec import Struct
 
 from gateway.errors import BadRequest, ModelNotFound, NotFound
-from gateway.gguf_meta import NotGGUF, format_parameter_size, read_summary
-from gateway.manifest import (CONFIG_MEDIA_TYPE, MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE,
-                              SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, Layer, Manifest, ModelConfig)
+from gateway.gguf_meta import GGUFSummary, NotGGUF, format_parameter_size, read_summary
+from gateway.manifest import (ADAPTER_MEDIA_TYPE, CONFIG_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
+                              MESSAGES_MEDIA_TYPE, MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE,
+                              PROJECTOR_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, Layer,
+                              Manifest, ModelConfig)
 from gateway.names import InvalidName, ModelName, parse_name
-from protocol.api import ListedModel, ModelDetails, Options
+from protocol.api import ListedModel, Message, ModelDetails, Options
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 _CHUNK = 1 << 20
@@ -51,6 +54,11 @@ class ModelEntry(Struct):
     modified_at: float
     size: int
     context_length: int  # trained context from the GGUF; 0 when unknown
+    capabilities: list[str]
+    gguf_template: str  # the GGUF's own Jinja chat template, "" when it has none
+    licenses: list[str]
+    messages: list[Message]
+    adapters: list[str]  # blob paths of LoRA adapters
 
     @property
     def details(self) -> ModelDetails:
@@ -80,6 +88,22 @@ def model_name_or_400(text: str) -> ModelName:
         return parse_name(text)
     except InvalidName:
         raise BadRequest("invalid model name") from None
+
+
+def derive_capabilities(summary: GGUFSummary | None, template: str | None,
+                        manifest: Manifest) -> list[str]:
+    """What the model can do, from its weights and template, never guessed from its name."""
+    text = (template or "") + (summary.chat_template if summary else "")
+    caps = ["embedding"] if summary is not None and summary.pooling else ["completion"]
+    if "tools" in text or "tool_call" in text:
+        caps.append("tools")
+    if ".Suffix" in text or "suffix" in text:
+        caps.append("insert")
+    if manifest.layer(PROJECTOR_MEDIA_TYPE) is not None or (summary is not None and summary.vision):
+        caps.append("vision")
+    if "<think>" in text or ".Think" in text or "enable_thinking" in text:
+        caps.append("thinking")
+    return caps
 
 
 def _digests(manifest: Manifest) -> set[str]:
@@ -291,25 +315,33 @@ class ModelStore:
         if model_layer is None:
             raise NotFound(f"model '{name.display}' has no model layer")
         params = template = system = None
+        licenses = [self._read_blob(layer.digest).decode() for layer in manifest.layers
+                    if layer.mediaType == LICENSE_MEDIA_TYPE]
+        adapters = [self.blob_path(layer.digest) for layer in manifest.layers
+                    if layer.mediaType == ADAPTER_MEDIA_TYPE]
+        messages: list[Message] = []
+        if (layer := manifest.layer(MESSAGES_MEDIA_TYPE)) is not None:
+            messages = msgspec.json.decode(self._read_blob(layer.digest), type=list[Message])
         if (layer := manifest.layer(PARAMS_MEDIA_TYPE)) is not None:
             params = msgspec.json.decode(self._read_blob(layer.digest), type=Options)
         if (layer := manifest.layer(TEMPLATE_MEDIA_TYPE)) is not None:
             template = self._read_blob(layer.digest).decode()
         if (layer := manifest.layer(SYSTEM_MEDIA_TYPE)) is not None:
             system = self._read_blob(layer.digest).decode()
+        try:
+            summary: GGUFSummary | None = read_summary(self.blob_path(model_layer.digest))
+        except (NotGGUF, OSError):
+            summary = None
         return ModelEntry(
             name=name, manifest=manifest, manifest_digest=hashlib.sha256(raw).hexdigest(),
             config=config, model_path=self.blob_path(model_layer.digest),
             model_digest=model_layer.digest, params=params, template=template, system=system,
             modified_at=mtime,
             size=manifest.config.size + sum(layer.size for layer in manifest.layers),
-            context_length=self._trained_context(model_layer.digest))
-
-    def _trained_context(self, digest: str) -> int:
-        try:
-            return read_summary(self.blob_path(digest)).context_length
-        except (NotGGUF, OSError):
-            return 0
+            context_length=summary.context_length if summary else 0,
+            capabilities=derive_capabilities(summary, template, manifest),
+            gguf_template=summary.chat_template if summary else "",
+            licenses=licenses, messages=messages, adapters=adapters)
 
     def _read_blob(self, digest: str) -> bytes:
         with open(self.blob_path(digest), "rb") as f:
@@ -337,47 +369,62 @@ class ModelStore:
 
     # -- create ----------------------------------------------------------------------------
 
-    def create_from_gguf(self, name: ModelName, gguf_digest: str,
-                         progress: Callable[[str], Any] = lambda status: None,
-                         params: Options | None = None) -> ModelEntry:
-        """Writes config + manifest for a GGUF blob that is already in the store."""
-        path = self.blob_path(gguf_digest)
-        if not os.path.isfile(path):
-            raise BadRequest(f'blob "{gguf_digest}" not found')
-        progress("parsing GGUF")
-        try:
-            summary = read_summary(path)
-        except NotGGUF as e:
-            raise BadRequest(str(e)) from e
+    def text_layer(self, media_type: str, data: bytes) -> Layer:
+        layer = self.write_bytes_blob(data)
+        layer.mediaType = media_type
+        return layer
+
+    def write_config(self, summary: GGUFSummary) -> Layer:
         config = ModelConfig(model_family=summary.architecture,
                              model_families=[summary.architecture] if summary.architecture else None,
                              model_type=format_parameter_size(summary.parameter_count),
                              file_type=summary.file_type)
-        config_layer = self.write_bytes_blob(msgspec.json.encode(config))
-        config_layer.mediaType = CONFIG_MEDIA_TYPE
+        return self.text_layer(CONFIG_MEDIA_TYPE, msgspec.json.encode(config))
+
+    def write_layers(self, name: ModelName, config: Layer, layers: list[Layer]) -> None:
+        self.write_manifest(name, Manifest(config=config, layers=layers))
+
+    def adopt_file(self, path: str) -> str:
+        """Moves a finished file from inside the blobs folder to its digest name."""
+        hasher = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                hasher.update(chunk)
+            os.fsync(f.fileno())
+        digest = hasher.hexdigest()
+        os.replace(path, os.path.join(self.blobs_dir, f"sha256-{digest}"))
+        _fsync_dir(self.blobs_dir)
+        return f"sha256:{digest}"
+
+    def create_from_gguf(self, name: ModelName, gguf_digest: str,
+                         params: Options | None = None) -> ModelEntry:
+        """Writes config + manifest for a GGUF blob that is already in the store."""
+        path = self.blob_path(gguf_digest)
+        try:
+            summary = read_summary(path)
+        except NotGGUF as e:
+            raise BadRequest(str(e)) from e
         layers = [Layer(MODEL_MEDIA_TYPE, f"sha256:{parse_digest(gguf_digest)}",
                         os.path.getsize(path))]
         if params is not None:
-            layer = self.write_bytes_blob(msgspec.json.encode(params))
-            layer.mediaType = PARAMS_MEDIA_TYPE
-            layers.append(layer)
-        for layer in layers:
-            progress(f"using existing layer {layer.digest}")
-        progress("writing manifest")
-        self.write_manifest(name, Manifest(config=config_layer, layers=layers))
+            layers.append(self.text_layer(PARAMS_MEDIA_TYPE, msgspec.json.encode(params)))
+        self.write_layers(name, self.write_config(summary), layers)
         return self.resolve(name)
 
     def remove_partial_files(self) -> None:
-        """Start-up housekeeping: temp files left by a crash are never valid blobs."""
-        for folder in (self.blobs_dir,):
-            for fname in os.listdir(folder):
-                if fname.startswith(".tmp-"):
+        """Start-up housekeeping: dot-files in blobs/ (temp files, conversion folders, partial
+        quantizations) are what a crash leaves; no real blob starts with a dot."""
+        for fname in os.listdir(self.blobs_dir):
+            if fname.startswith("."):
+                path = os.path.join(self.blobs_dir, fname)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
                     try:
-                        os.unlink(os.path.join(folder, fname))
+                        os.unlink(path)
                     except OSError:
                         pass
 
 
 async def run_blocking(func: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, func, *args)
-

@@ -221,8 +221,18 @@ class PsResponse(Struct):
 class CreateRequest(Struct, omit_defaults=True):
     model: str = ""
     name: str = ""  # deprecated alias of model
+    from_: str = msgspec.field(default="", name="from")
     files: dict[str, str] | None = None
+    adapters: dict[str, str] | None = None
+    template: str | None = None
+    system: str | None = None
+    license: str | list[str] | None = None
+    parameters: dict[str, Any] | None = None
+    messages: list[Message] | None = None
+    quantize: str = ""
+    quantization: str = ""  # deprecated alias of quantize
     stream: bool = True
+    modelfile: str = ""  # the pre-0.5.5 form: a Modelfile's text
 
 
 class StatusChunk(Struct, omit_defaults=True):

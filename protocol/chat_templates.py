@@ -5,6 +5,8 @@ Shared: the runner renders with them, the gateway shows them in /api/show.
 
 from __future__ import annotations
 
+import re
+
 # gemma3's GGUF ships without a template; this is Gemma's documented turn format.
 GEMMA_TEMPLATE = """{{ bos_token }}
 {%- if messages and messages[0]['role'] == 'system' -%}
@@ -50,3 +52,12 @@ BUILTIN_TEMPLATES: dict[str, str] = {
 
 def builtin_template(family: str) -> str:
     return BUILTIN_TEMPLATES.get(family, CHATML_TEMPLATE)
+
+
+_GO_ACTION = re.compile(r"\{\{-?\s*(\.|if\s+\.|range\s+\.|with\s+\.|\$)")
+
+
+def is_go_template(source: str) -> bool:
+    """Ollama's TEMPLATE layers are Go text/templates ({{ .Prompt }}), which Jinja cannot run;
+    such models fall back to their GGUF or built-in Jinja template."""
+    return bool(_GO_ACTION.search(source))

@@ -53,6 +53,7 @@ class Submit(Struct, array_like=True, omit_defaults=True, gc=False):
     context: list[int] = []
     return_context: bool = False
     truncate: bool = True
+    template: str = ""  # a Jinja chat template that replaces the model's own
 
 
 class Abort(Struct, array_like=True, gc=False):
