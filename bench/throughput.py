@@ -1,6 +1,7 @@
 """Aggregate generation throughput: Herd vs. llama-cpp-python in one process, same model file.
 
     .venv/bin/python bench/throughput.py [--streams 1,4,8] [--tokens 128] [--model-path PATH]
+                                         [--repeats 1] [--herd-threads N]
 
 For each stream count N it measures
   * Herd: N concurrent streaming /api/generate requests against a real `herd serve` subprocess;
@@ -8,8 +9,10 @@ For each stream count N it measures
   * direct: the high-level `llama_cpp.Llama` in a separate process. It cannot batch, so N users
     are served one after another; tok/s = generated tokens / total wall time.
 
-The two phases never overlap (direct runs to completion before Herd starts) because the machine
-may have only two cores and each side would otherwise steal the other's CPU.
+The two sides never run at the same time, because the machine may have only two cores and each
+would steal the other's CPU: for each N a direct subprocess runs and exits, then Herd (idle until
+then) is timed. Pairing them per N keeps drifting background load out of the ratio; --repeats R
+measures everything R times and keeps each side's best run.
 """
 
 from __future__ import annotations
@@ -92,9 +95,12 @@ class Report(msgspec.Struct):
     cpu_count: int
     herd_num_threads: str  # "default" = what Herd picks when HERD_NUM_THREADS is unset
     direct_threads: int
-    loadavg_before: list[float]
+    repeats: int
+    loadavg_before: list[float]  # other work on the machine skews results; this shows how much
     loadavg_after: list[float]
     rows: list[Row]
+    herd_rounds: list[Round]  # every measurement, rows keep the best per N
+    direct_rounds: list[Round]
 
 
 def prompt_for(i: int) -> str:
@@ -143,7 +149,7 @@ def direct_one(llm, prompt: str, seed: int, tokens: int) -> Sample:
 
 
 def direct_worker(model_path: str, streams: list[int], tokens: int) -> list[Round]:
-    """Runs in its own process (see run_direct) so its memory and threads are gone before Herd."""
+    """Runs in its own process (see run_direct), which has exited before Herd is timed."""
     from llama_cpp import Llama
 
     llm = Llama(model_path, n_ctx=DIRECT_CTX, n_threads=DIRECT_THREADS, verbose=False)
@@ -160,7 +166,11 @@ def run_direct(model_path: str, streams: list[int], tokens: int) -> list[Round]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--direct-worker",
            "--model-path", model_path, "--streams", ",".join(map(str, streams)),
            "--tokens", str(tokens)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, cwd=ROOT)
+    # stderr is only llama.cpp's load chatter unless the worker fails.
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr.decode(errors="replace"))
+        raise RuntimeError(f"direct worker exited with {proc.returncode}")
     # llama.cpp may print to stdout; the result is the last line.
     last = proc.stdout.decode().strip().splitlines()[-1]
     return msgspec.json.decode(last, type=list[Round])
@@ -254,23 +264,42 @@ async def herd_round(session, base: str, n: int, tokens: int) -> Round:
     return make_round(n, [s for s, _ in results], end - t0)
 
 
-async def herd_rounds(base: str, streams: list[int], tokens: int) -> list[Round]:
+async def warm_herd(session, base: str) -> None:
+    await wait_ready(session, base)
+    # Loads the runner: its key matches the timed requests' (same ctx/parallel/threads).
+    warm = generate_body(0, WARMUP_TOKENS)
+    warm["prompt"] = WARMUP_PROMPT
+    await herd_one(session, base, warm)
+
+
+async def interleaved(base: str, model_path: str, streams: list[int], tokens: int,
+                      repeats: int) -> tuple[list[Round], list[Round]]:
+    """Direct then Herd for each N, back to back, `repeats` times; returns every round.
+
+    The machine is shared, so background load drifts; measuring both sides for one N within
+    seconds of each other keeps that drift out of the ratio. Herd sits idle (0% CPU, measured)
+    while the direct subprocess runs, and the direct process has exited before Herd is timed."""
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
+    direct: list[Round] = []
+    herd: list[Round] = []
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        await wait_ready(session, base)
-        # Warm-up loads the runner (its key matches the timed requests: same ctx/parallel/threads).
-        warm = generate_body(0, WARMUP_TOKENS)
-        warm["prompt"] = WARMUP_PROMPT
-        await herd_one(session, base, warm)
-        return [await herd_round(session, base, n, tokens) for n in streams]
+        await warm_herd(session, base)
+        for rep in range(repeats):
+            for n in streams:
+                direct += await asyncio.to_thread(run_direct, model_path, [n], tokens)
+                herd.append(await herd_round(session, base, n, tokens))
+                print(f"  [{rep + 1}/{repeats}] N={n}: direct {direct[-1].tok_s:.1f} tok/s, "
+                      f"herd {herd[-1].tok_s:.1f} tok/s", file=sys.stderr)
+    return herd, direct
 
 
-def run_herd(streams: list[int], tokens: int, threads: int | None, model_path: str,
-             log_path: Path) -> list[Round]:
-    with herd_server(max(streams), threads, log_path) as (base, models_dir):
-        rounds = asyncio.run(herd_rounds(base, streams, tokens))
+def run_all(args: argparse.Namespace, model_path: str,
+            log_path: Path) -> tuple[list[Round], list[Round]]:
+    with herd_server(max(args.streams), args.herd_threads, log_path) as (base, models_dir):
+        rounds = asyncio.run(interleaved(base, model_path, args.streams, args.tokens,
+                                         args.repeats))
         check_same_model(models_dir, model_path)
     return rounds
 
@@ -288,9 +317,14 @@ def check_same_model(models_dir: Path, model_path: str) -> None:
 # ---------------------------------------------------------------- report
 
 
-def make_rows(herd: list[Round], direct: list[Round]) -> list[Row]:
+def best(rounds: list[Round], n: int) -> Round:
+    # Best of the repeats: interference from other processes only ever slows a run down.
+    return max((r for r in rounds if r.streams == n), key=lambda r: r.tok_s)
+
+
+def make_rows(herd: list[Round], direct: list[Round], streams: list[int]) -> list[Row]:
     rows = []
-    for h, d in zip(herd, direct, strict=True):
+    for h, d in ((best(herd, n), best(direct, n)) for n in streams):
         rows.append(Row(h.streams, round(h.tok_s, 2), round(d.tok_s, 2),
                         round(h.tok_s / d.tok_s, 3) if d.tok_s else 0.0,
                         round(h.ttft_ms_mean, 1), round(d.ttft_ms_mean, 1),
@@ -329,11 +363,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "gemma3 270m file from the PyPI package, the one Herd imports)")
     p.add_argument("--herd-threads", type=int, default=None,
                    help="set HERD_NUM_THREADS for the server (default: unset, Herd's default)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="measure each N this many times per side and keep the best")
     p.add_argument("--direct-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.streams = [int(s) for s in args.streams.split(",") if s.strip()]
     if not args.streams or min(args.streams) < 1:
         p.error("--streams needs positive integers")
+    if args.repeats < 1 or args.tokens < 1:
+        p.error("--repeats and --tokens must be at least 1")
     return args
 
 
@@ -348,17 +386,15 @@ def main(argv: list[str] | None = None) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     log_path = OUT_DIR / f"herd-server-{stamp.strftime('%Y%m%d-%H%M%S')}.log"
     load_before = list(os.getloadavg())
-    print(f"model {model_path}\ndirect llama-cpp-python (streams {args.streams})...",
-          file=sys.stderr)
-    direct = run_direct(model_path, args.streams, args.tokens)
-    print(f"herd (server log: {log_path})...", file=sys.stderr)
-    herd = run_herd(args.streams, args.tokens, args.herd_threads, model_path, log_path)
-    rows = make_rows(herd, direct)
+    print(f"model {model_path}\nherd server log: {log_path}", file=sys.stderr)
+    herd, direct = run_all(args, model_path, log_path)
+    rows = make_rows(herd, direct, args.streams)
     print_table(rows)
     report = Report(stamp.isoformat(timespec="seconds"), MODEL, model_path, args.tokens,
                     os.cpu_count() or 0,
                     "default" if args.herd_threads is None else str(args.herd_threads),
-                    DIRECT_THREADS, load_before, list(os.getloadavg()), rows)
+                    DIRECT_THREADS, args.repeats, load_before, list(os.getloadavg()), rows,
+                    herd, direct)
     print(f"wrote {write_json(report)}", file=sys.stderr)
     return 0
 

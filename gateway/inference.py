@@ -3,6 +3,7 @@ submit, relay the runner's text as NDJSON chunks (or one JSON object), abort on 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,9 +46,12 @@ def runner_spec(entry: ModelEntry, options: Options, settings: Settings) -> Runn
     gpu = int(options.num_gpu) if options.num_gpu is not None else -1
     parallel = settings.num_parallel
     key = f"{entry.model_digest}|ctx={num_ctx}|par={parallel}|batch={num_batch}|gpu={gpu}|thr={threads}"
+    if entry.adapters:
+        key += "|lora=" + ",".join(os.path.basename(a) for a in entry.adapters)
     return RunnerSpec(key=key, model_path=entry.model_path, num_ctx=num_ctx,
                       num_parallel=parallel, num_batch=num_batch, num_threads=threads,
-                      num_gpu_layers=gpu, family=entry.config.model_family)
+                      num_gpu_layers=gpu, family=entry.config.model_family,
+                      adapters=entry.adapters)
 
 
 def request_keep_alive(value: float | str | None, settings: Settings) -> int:

@@ -110,6 +110,7 @@ class RunnerSpec(Struct, omit_defaults=True):
     num_gpu_layers: int = -1
     use_mmap: bool = True
     family: str = ""
+    adapters: list[str] = []  # LoRA GGUF paths applied to every context of this runner
 
 
 class Hello(Struct):

@@ -145,3 +145,19 @@ def test_create_replacing_a_model_drops_its_unused_blobs(server) -> None:
     after = {p.name for p in (server.models_dir / "blobs").iterdir()}
     assert len(after - blobs) == 1 and len(blobs - after) == 1  # old system layer gone
     assert show(server, "replace-me")["system"] == "second version"
+
+
+def test_lora_adapter_is_applied_at_load_time(server, tmp_path) -> None:
+    from tiny_models import write_tiny_lora
+
+    lora = write_tiny_lora(tmp_path / "lora.gguf")
+    digest = server.client().create_blob(lora)
+    r = create(server, model="tuned", **{"from": "tiny"}, adapters={"lora.gguf": digest})
+    assert r.status_code == 200, r.text
+    assert "ADAPTER " in show(server, "tuned")["modelfile"]
+    opts = {"temperature": 0, "num_predict": 16}
+    base = server.client().generate(model="tiny", prompt="hello world", options=opts).response
+    tuned = server.client().generate(model="tuned", prompt="hello world", options=opts).response
+    assert tuned != base
+    r = create(server, model="two", **{"from": "tiny"}, adapters={"a.gguf": digest, "b.gguf": digest})
+    assert (r.status_code, r.json()) == (400, {"error": "only one adapter is currently supported"})

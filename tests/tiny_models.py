@@ -21,6 +21,7 @@ __all__ = [
     "WORDS",
     "build_vocab",
     "write_tiny_llama",
+    "write_tiny_lora",
 ]
 
 CHATML_TEMPLATE: str = (
@@ -207,6 +208,28 @@ def write_tiny_llama(
         writer.add_tensor(f"{blk}.ffn_up.weight", _matrix(rng, ff_length, embedding_length).astype(mat_dtype))
         writer.add_tensor(f"{blk}.ffn_down.weight", _matrix(rng, embedding_length, ff_length).astype(mat_dtype))
 
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def write_tiny_lora(path: pathlib.Path, *, seed: int = 7, embedding_length: int = 64,
+                    block_count: int = 2, rank: int = 4, alpha: float = 8.0) -> pathlib.Path:
+    """A LoRA adapter GGUF for write_tiny_llama's model (same dims): strong random deltas on
+    every block's attn_output so that applying it visibly changes what the model writes."""
+    rng = np.random.default_rng(seed)
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_type("adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", alpha)
+    for i in range(block_count):
+        # ggml shapes: lora_a [in, rank], lora_b [rank, out]; numpy's are reversed.
+        a = rng.normal(0.0, 1.0, size=(rank, embedding_length)).astype(np.float32)
+        b = rng.normal(0.0, 1.0, size=(embedding_length, rank)).astype(np.float32)
+        writer.add_tensor(f"blk.{i}.attn_output.weight.lora_a", a)
+        writer.add_tensor(f"blk.{i}.attn_output.weight.lora_b", b)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

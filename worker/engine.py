@@ -75,6 +75,7 @@ class BatchEngine:
         self._running: list[Sequence] = []
         self._by_key: dict[tuple[bytes, int], Sequence] = {}
         self._outbox: dict[bytes, list[RequestOutput]] = {}
+        self._templates: dict[str, ChatTemplate] = {}
         self._batch = L.llama_batch_init(ctx.n_batch, 0, 1)
 
     def close(self) -> None:
@@ -120,11 +121,12 @@ class BatchEngine:
             text = req.raw_prompt
             with_bos = not req.context
         else:
+            template = self._template_for(req.template)
             try:
-                text = self.template.render(req.messages)
+                text = template.render(req.messages)
             except TemplateError as e:
                 raise RequestError(str(e)) from e
-            with_bos = not req.context and not self.template.renders_bos
+            with_bos = not req.context and not template.renders_bos
         tokens = list(req.context) + self.model.tokenize(text, add_special=False, parse_special=True)
         if with_bos and self.model.add_bos and (not tokens or tokens[0] != self.model.bos):
             tokens.insert(0, self.model.bos)
@@ -139,6 +141,19 @@ class BatchEngine:
             tail = max(limit * 3 // 4 - keep, 1)
             tokens = tokens[:keep] + tokens[-tail:]
         return tokens
+
+    def _template_for(self, source: str) -> ChatTemplate:
+        if not source:
+            return self.template
+        template = self._templates.get(source)
+        if template is None:
+            try:
+                template = ChatTemplate(source, bos_token=self.model.token_text(self.model.bos),
+                                        eos_token=self.model.token_text(self.model.eos))
+            except TemplateError as e:
+                raise RequestError(str(e)) from e
+            self._templates[source] = template
+        return template
 
     # -- one engine step ------------------------------------------------------------------
 

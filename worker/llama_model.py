@@ -102,6 +102,15 @@ class LlamaModel:
         return raw.decode("utf-8", "replace") if raw else ""
 
 
+class LoraAdapter:
+    """A LoRA adapter loaded for a model; contexts apply it with LlamaContext.apply_adapters."""
+
+    def __init__(self, model: LlamaModel, path: str) -> None:
+        self.ptr = L.llama_adapter_lora_init(model.ptr, path.encode())
+        if not self.ptr:
+            raise ModelLoadError(f"unable to load LoRA adapter: {path}")
+
+
 class LlamaContext:
     """One llama.cpp context with `n_seq` sequences of `n_ctx_seq` tokens each."""
 
@@ -130,6 +139,14 @@ class LlamaContext:
         if self.ptr:
             L.llama_free(self.ptr)
             self.ptr = None
+
+    def apply_adapters(self, adapters: list[LoraAdapter]) -> None:
+        if not adapters:
+            return
+        handles = (L.llama_adapter_lora_p_ctypes * len(adapters))(*(a.ptr for a in adapters))
+        scales = (ctypes.c_float * len(adapters))(*(1.0 for _ in adapters))
+        if L.llama_set_adapters_lora(self.ptr, handles, len(adapters), scales) != 0:
+            raise ModelLoadError("unable to apply the LoRA adapters")
 
     def forget(self, seq_id: int, from_pos: int = 0) -> None:
         """Drops the sequence's KV cells from `from_pos` on."""

@@ -18,7 +18,7 @@ from protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, R
 from worker.chat_template import ChatTemplate
 from worker.embedder import Embedder
 from worker.engine import BatchEngine, RequestError
-from worker.llama_model import LlamaContext, LlamaModel
+from worker.llama_model import LlamaContext, LlamaModel, LoraAdapter
 
 _IDLE_POLL_MS = 500
 
@@ -46,6 +46,7 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None) -> tupl
     n_ctx = context_length(spec, model)
     ctx = LlamaContext(model, n_ctx_seq=n_ctx, n_seq=max(spec.num_parallel, 1),
                        n_batch=spec.num_batch, n_threads=spec.num_threads)
+    ctx.apply_adapters([LoraAdapter(model, path) for path in spec.adapters])
     family = spec.family or (model.meta("general.architecture") or "")
     template = ChatTemplate.for_model(model.meta("tokenizer.chat_template"), family,
                                       bos_token=model.token_text(model.bos),
