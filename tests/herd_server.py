@@ -51,7 +51,8 @@ class HerdServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", *self.command], cwd=ROOT, env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # its own process group, so a test can kill it all at once
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -81,6 +82,13 @@ class HerdServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    def kill_all(self) -> None:
+        """SIGKILL the gateway, its node, runners and any child (a crash, not a shutdown)."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
 
     def log(self) -> str:
         try:
