@@ -41,6 +41,8 @@ def test_summary_of_an_f32_llama(tiny_f32: pathlib.Path) -> None:
         context_length=1024,
         has_chat_template=True,
         pooling=False,
+        chat_template=CHATML_TEMPLATE,
+        vision=False,
     )
 
 
