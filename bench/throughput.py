@@ -17,12 +17,15 @@ measures everything R times and keeps each side's best run.
 
 from __future__ import annotations
 
+# `llama_cpp` is imported only where used: the parent process never loads llama.cpp itself.
+
 import argparse
 import asyncio
 import contextlib
 import datetime as dt
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -31,9 +34,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import aiohttp
 import msgspec
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "bench" / "out"
@@ -47,6 +56,8 @@ READY_TIMEOUT_S = 120.0
 # Warm-up looks like a timed request (similar prompt length) but shares no prefix with them.
 WARMUP_PROMPT = "Warm-up. In a small town by the sea, there lived a fisherman who"
 WARMUP_TOKENS = 16
+# Other programs' CPU use (in cores) above which a round is flagged as disturbed.
+DISTURBED_CORES = 0.1
 
 _SUBJECTS = ["a lighthouse keeper", "a lost robot", "an old map", "a quiet village",
              "a dragon who hated fire", "the last train home", "a secret garden",
@@ -68,6 +79,8 @@ class Round(msgspec.Struct):
     wall_s: float
     ttft_ms_mean: float
     samples: list[Sample]
+    # Cores kept busy by processes that are not this benchmark's while the round ran.
+    other_cpu_cores: float | None = None
 
     @property
     def tok_s(self) -> float:
@@ -85,6 +98,8 @@ class Row(msgspec.Struct):
     direct_tokens: int
     herd_wall_s: float
     direct_wall_s: float
+    herd_other_cpu_cores: float | None  # see CpuMeter: well above 0 means a disturbed round
+    direct_other_cpu_cores: float | None
 
 
 class Report(msgspec.Struct):
@@ -119,7 +134,7 @@ def make_round(streams: int, samples: list[Sample], wall_s: float) -> Round:
 # ---------------------------------------------------------------- direct llama-cpp-python
 
 
-def direct_one(llm, prompt: str, seed: int, tokens: int) -> Sample:
+def direct_one(llm: Llama, prompt: str, seed: int, tokens: int) -> Sample:
     """Streams one completion, counting every sampled token exactly.
 
     Streamed chunks are not tokens (llama-cpp-python holds back partial UTF-8 and sends an empty
@@ -176,6 +191,69 @@ def run_direct(model_path: str, streams: list[int], tokens: int) -> list[Round]:
     return msgspec.json.decode(last, type=list[Round])
 
 
+# ---------------------------------------------------------------- other load
+
+
+def _machine_busy_s() -> float | None:
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None  # not Linux: no interference figure
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a live process and its descendants (Herd's gateway, node and runner)."""
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+        except (OSError, ValueError, IndexError):
+            continue  # it exited meanwhile
+    return total
+
+
+def _own_cpu_s(server_pid: int) -> float:
+    # This process, its reaped children (the direct workers) and the live Herd server tree.
+    self_, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                   resource.RUSAGE_CHILDREN))
+    return (self_.ru_utime + self_.ru_stime + kids.ru_utime + kids.ru_stime
+            + _tree_cpu_s(server_pid))
+
+
+class CpuMeter:
+    """Measures how much CPU other programs took during a round.
+
+    On a small shared machine another process's burst slows llama.cpp far more than its share
+    (its threads wait for each other every step), so a round with other load is suspect."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.t0 = time.perf_counter()
+        self.busy0 = _machine_busy_s()
+        self.own0 = _own_cpu_s(server_pid)
+
+    def other_cores(self) -> float | None:
+        busy1 = _machine_busy_s()
+        if self.busy0 is None or busy1 is None:
+            return None
+        own = _own_cpu_s(self.server_pid) - self.own0
+        wall = time.perf_counter() - self.t0
+        return round(max(busy1 - self.busy0 - own, 0.0) / wall, 2) if wall > 0 else None
+
+
+def measured(round_: Round, meter: CpuMeter) -> Round:
+    return msgspec.structs.replace(round_, other_cpu_cores=meter.other_cores())
+
+
 # ---------------------------------------------------------------- Herd
 
 
@@ -185,9 +263,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class HerdServer:
+    base: str
+    models_dir: Path
+    proc: subprocess.Popen
+
+
 @contextlib.contextmanager
-def herd_server(max_streams: int, threads: int | None, log_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real `herd serve` in a scratch models/run dir; yields (base URL, models dir)."""
+def herd_server(max_streams: int, threads: int | None, log_path: Path) -> Iterator[HerdServer]:
+    """A real `herd serve` in a scratch models/run dir, stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="herd-bench-") as tmp:
         port = free_port()
         env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{port}", OLLAMA_MODELS=f"{tmp}/models",
@@ -199,7 +284,7 @@ def herd_server(max_streams: int, threads: int | None, log_path: Path) -> Iterat
             proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=ROOT,
                                     env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
-            yield f"http://127.0.0.1:{port}", Path(tmp) / "models"
+            yield HerdServer(f"http://127.0.0.1:{port}", Path(tmp) / "models", proc)
         finally:
             stop_process(proc)
 
@@ -215,13 +300,13 @@ def stop_process(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-async def wait_ready(session, base: str) -> None:
-    import aiohttp
-
+async def wait_ready(session: aiohttp.ClientSession, server: HerdServer) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
+        if server.proc.poll() is not None:  # no point waiting for a server that has died
+            raise RuntimeError(f"herd serve exited with {server.proc.returncode}; see its log")
         try:
-            async with session.get(f"{base}/") as resp:
+            async with session.get(f"{server.base}/") as resp:
                 if resp.status == 200:
                     return
         except aiohttp.ClientError:
@@ -236,7 +321,7 @@ def generate_body(i: int, tokens: int) -> dict:
                         "top_k": TOP_K, "top_p": TOP_P}}
 
 
-async def herd_one(session, base: str, body: dict) -> tuple[Sample, float]:
+async def herd_one(session: aiohttp.ClientSession, base: str, body: dict) -> tuple[Sample, float]:
     """One streaming request; returns its sample and the time its final chunk arrived."""
     t0 = time.perf_counter()
     ttft = 0.0
@@ -256,7 +341,7 @@ async def herd_one(session, base: str, body: dict) -> tuple[Sample, float]:
     raise RuntimeError("stream ended without a final chunk")
 
 
-async def herd_round(session, base: str, n: int, tokens: int) -> Round:
+async def herd_round(session: aiohttp.ClientSession, base: str, n: int, tokens: int) -> Round:
     t0 = time.perf_counter()
     results = await asyncio.gather(*(herd_one(session, base, generate_body(i, tokens))
                                      for i in range(n)))
@@ -264,43 +349,46 @@ async def herd_round(session, base: str, n: int, tokens: int) -> Round:
     return make_round(n, [s for s, _ in results], end - t0)
 
 
-async def warm_herd(session, base: str) -> None:
-    await wait_ready(session, base)
+async def warm_herd(session: aiohttp.ClientSession, server: HerdServer) -> None:
+    await wait_ready(session, server)
     # Loads the runner: its key matches the timed requests' (same ctx/parallel/threads).
     warm = generate_body(0, WARMUP_TOKENS)
     warm["prompt"] = WARMUP_PROMPT
-    await herd_one(session, base, warm)
+    await herd_one(session, server.base, warm)
 
 
-async def interleaved(base: str, model_path: str, streams: list[int], tokens: int,
+async def interleaved(server: HerdServer, model_path: str, streams: list[int], tokens: int,
                       repeats: int) -> tuple[list[Round], list[Round]]:
     """Direct then Herd for each N, back to back, `repeats` times; returns every round.
 
     The machine is shared, so background load drifts; measuring both sides for one N within
     seconds of each other keeps that drift out of the ratio. Herd sits idle (0% CPU, measured)
     while the direct subprocess runs, and the direct process has exited before Herd is timed."""
-    import aiohttp
-
     timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
     direct: list[Round] = []
     herd: list[Round] = []
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        await warm_herd(session, base)
+        await warm_herd(session, server)
         for rep in range(repeats):
             for n in streams:
-                direct += await asyncio.to_thread(run_direct, model_path, [n], tokens)
-                herd.append(await herd_round(session, base, n, tokens))
-                print(f"  [{rep + 1}/{repeats}] N={n}: direct {direct[-1].tok_s:.1f} tok/s, "
-                      f"herd {herd[-1].tok_s:.1f} tok/s", file=sys.stderr)
+                meter = CpuMeter(server.proc.pid)
+                (d,) = await asyncio.to_thread(run_direct, model_path, [n], tokens)
+                direct.append(measured(d, meter))
+                meter = CpuMeter(server.proc.pid)
+                herd.append(measured(await herd_round(session, server.base, n, tokens), meter))
+                print(f"  [{rep + 1}/{repeats}] N={n}: direct {direct[-1].tok_s:.1f} tok/s "
+                      f"(other load {direct[-1].other_cpu_cores} cores), herd "
+                      f"{herd[-1].tok_s:.1f} tok/s (other load {herd[-1].other_cpu_cores} "
+                      "cores)", file=sys.stderr)
     return herd, direct
 
 
 def run_all(args: argparse.Namespace, model_path: str,
             log_path: Path) -> tuple[list[Round], list[Round]]:
-    with herd_server(max(args.streams), args.herd_threads, log_path) as (base, models_dir):
-        rounds = asyncio.run(interleaved(base, model_path, args.streams, args.tokens,
+    with herd_server(max(args.streams), args.herd_threads, log_path) as server:
+        rounds = asyncio.run(interleaved(server, model_path, args.streams, args.tokens,
                                          args.repeats))
-        check_same_model(models_dir, model_path)
+        check_same_model(server.models_dir, model_path)
     return rounds
 
 
@@ -328,8 +416,14 @@ def make_rows(herd: list[Round], direct: list[Round], streams: list[int]) -> lis
         rows.append(Row(h.streams, round(h.tok_s, 2), round(d.tok_s, 2),
                         round(h.tok_s / d.tok_s, 3) if d.tok_s else 0.0,
                         round(h.ttft_ms_mean, 1), round(d.ttft_ms_mean, 1),
-                        h.tokens, d.tokens, round(h.wall_s, 3), round(d.wall_s, 3)))
+                        h.tokens, d.tokens, round(h.wall_s, 3), round(d.wall_s, 3),
+                        h.other_cpu_cores, d.other_cpu_cores))
     return rows
+
+
+def disturbed(row: Row) -> bool:
+    return any((c or 0.0) >= DISTURBED_CORES
+               for c in (row.herd_other_cpu_cores, row.direct_other_cpu_cores))
 
 
 def print_table(rows: list[Row]) -> None:
@@ -338,8 +432,12 @@ def print_table(rows: list[Row]) -> None:
     print(head)
     print("-" * len(head))
     for r in rows:
+        mark = " !" if disturbed(r) else ""
         print(f"{r.streams:>7} | {r.herd_tok_s:>10.1f} | {r.direct_tok_s:>12.1f} | "
-              f"{r.ratio:>17.3f} | {r.herd_ttft_ms_mean:>17.1f}")
+              f"{r.ratio:>17.3f} | {r.herd_ttft_ms_mean:>17.1f}{mark}")
+    if any(disturbed(r) for r in rows):
+        print(f"! other programs used >= {DISTURBED_CORES} cores during that row; its numbers "
+              "are unreliable (rerun, or use --repeats)")
 
 
 def write_json(report: Report) -> Path:

@@ -10,17 +10,18 @@ import signal
 import subprocess
 import sys
 
-from aiohttp import web
-
-from gateway.app import create_app
-from gateway.default_model import ensure_default_model
-from gateway.store import ModelStore
+from gateway import client_cli
 from protocol.config import Settings, settings_from_env
 
 log = logging.getLogger("herd")
 
 
 async def _serve_http(settings: Settings, node_endpoints: list[str]) -> None:
+    # Imported here: the client commands (herd list, ...) should not pay for the server's imports.
+    from aiohttp import web
+
+    from gateway.app import create_app
+
     app = create_app(settings, node_endpoints)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the
     # sequence in the runner at once instead of at the next write.
@@ -46,8 +47,15 @@ def _start_local_node(settings: Settings) -> tuple[subprocess.Popen[bytes], str]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL), endpoint
 
 
-def serve(settings: Settings) -> int:
+def _import_default_model(settings: Settings) -> None:
+    from gateway.default_model import ensure_default_model
+    from gateway.store import ModelStore
+
     ensure_default_model(ModelStore(settings.models_dir), settings.default_model)
+
+
+def serve(settings: Settings) -> int:
+    _import_default_model(settings)
     node = None
     endpoints = list(settings.workers)
     if not endpoints:
@@ -69,7 +77,7 @@ def gateway(settings: Settings) -> int:
     if not settings.workers:
         log.error("herd gateway needs HERD_WORKERS (comma-separated worker node endpoints)")
         return 2
-    ensure_default_model(ModelStore(settings.models_dir), settings.default_model)
+    _import_default_model(settings)
     asyncio.run(_serve_http(settings, list(settings.workers)))
     return 0
 
@@ -90,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("worker", help="worker node only: starts runners on request")
     w.add_argument("--bind", default="", help="ZeroMQ endpoint, e.g. tcp://0.0.0.0:11435")
     w.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    client_cli.add_commands(sub)  # list, show, cp, rm, create: HTTP clients of a running server
     args = parser.parse_args(argv)
+    if hasattr(args, "client_command"):
+        return client_cli.run(args)
     logging.basicConfig(level=os.environ.get("HERD_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_env()

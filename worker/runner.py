@@ -41,11 +41,17 @@ def context_length(spec: RunnerSpec, model: LlamaModel) -> int:
     return max(n_ctx, 16)
 
 
+def thread_count(spec: RunnerSpec) -> int:
+    """llama.cpp's own default is 4 threads whatever the machine: on 2 cores that halves the
+    decode speed. Default to the CPUs this process may run on."""
+    return spec.num_threads if spec.num_threads > 0 else len(os.sched_getaffinity(0))
+
+
 def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None) -> tuple[LlamaModel, BatchEngine]:
     model = model or LlamaModel(spec.model_path, n_gpu_layers=spec.num_gpu_layers)
     n_ctx = context_length(spec, model)
     ctx = LlamaContext(model, n_ctx_seq=n_ctx, n_seq=max(spec.num_parallel, 1),
-                       n_batch=spec.num_batch, n_threads=spec.num_threads)
+                       n_batch=spec.num_batch, n_threads=thread_count(spec))
     ctx.apply_adapters([LoraAdapter(model, path) for path in spec.adapters])
     family = spec.family or (model.meta("general.architecture") or "")
     template = ChatTemplate.for_model(model.meta("tokenizer.chat_template"), family,
@@ -106,7 +112,7 @@ class Runner:
         try:
             if self.embedder is None:
                 self.embedder = Embedder(self.model, max_tokens=context_length(self.spec, self.model),
-                                         n_threads=self.spec.num_threads)
+                                         n_threads=thread_count(self.spec))
             vectors, tokens = self.embedder.embed(message.inputs, truncate=message.truncate)
             reply = Embeddings(message.req_id, dim=vectors.shape[1], vectors=vectors.tobytes(),
                                prompt_tokens=tokens)
