@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from gateway.errors import BadRequest, HerdError
@@ -27,8 +28,19 @@ _INT_SAMPLING = {"top_k", "repeat_last_n", "seed", "num_predict", "num_keep"}
 DONE_REASONS = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length"}
 
 
-def sampling_params(options: Options) -> SamplingParams:
-    values: dict[str, Any] = {}
+def format_text(value: str | dict[str, Any] | None) -> str:
+    """Ollama's `format`: "" / null = free text, "json", or a JSON schema object."""
+    if value is None or value == "":
+        return ""
+    if value == "json":
+        return "json"
+    if isinstance(value, dict):
+        return msgspec.json.encode(value).decode()
+    raise BadRequest(f'invalid format: "{value}"; expected "json" or a valid JSON Schema object')
+
+
+def sampling_params(options: Options, format: str = "") -> SamplingParams:
+    values: dict[str, Any] = {"format": format}
     for name in SamplingParams.__struct_fields__:
         value = getattr(options, name, None)
         if value is not None:

@@ -7,7 +7,8 @@ from aiohttp import web
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.http_io import decode_body, json_response, utc_now
 from gateway.inference import (DONE_REASONS, check_think, generate, load_only,
-                               request_keep_alive, sampling_params)
+                               format_text, request_keep_alive,
+                               sampling_params)
 from gateway.state import STATE
 from gateway.store import ModelEntry, model_name_or_400
 from protocol.api import (AssistantMessage, ChatChunk, ChatRequest, GenerateChunk, GenerateRequest,
@@ -54,6 +55,7 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
     check_think(req.think, req.model)
     keep_alive = request_keep_alive(req.keep_alive, state.settings)
     options = merge_options(entry.params, req.options)
+    sampling = sampling_params(options, format_text(req.format))
     model = req.model
 
     if not req.prompt and not req.images:
@@ -63,13 +65,13 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
                                            done=True, done_reason=reason))
 
     if req.raw:
-        submit = Submit(next(state.request_ids), sampling_params(options), raw_prompt=req.prompt,
+        submit = Submit(next(state.request_ids), sampling, raw_prompt=req.prompt,
                         context=req.context or [], truncate=req.truncate)
     else:
         system = req.system if req.system is not None else entry.system
         turns = ([ChatTurn("system", system)] if system else []) + [ChatTurn("user", req.prompt)]
-        submit = Submit(next(state.request_ids), sampling_params(options), messages=turns,
-                        context=req.context or [], return_context=True, truncate=req.truncate,
+        submit = Submit(next(state.request_ids), sampling,
+                        messages=turns, context=req.context or [], return_context=True, truncate=req.truncate,
                         template=jinja_template(req.template or entry.template))
 
     def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None) -> GenerateChunk:
@@ -99,6 +101,7 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
     check_think(req.think, req.model)
     keep_alive = request_keep_alive(req.keep_alive, state.settings)
     options = merge_options(entry.params, req.options)
+    sampling = sampling_params(options, format_text(req.format))
     model = req.model
 
     if not req.messages:
@@ -116,8 +119,8 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
         turns.append(ChatTurn(role, message.content))
     if entry.system and turns[0].role != "system":
         turns.insert(0, ChatTurn("system", entry.system))
-    submit = Submit(next(state.request_ids), sampling_params(options), messages=turns,
-                    truncate=req.truncate, template=jinja_template(entry.template))
+    submit = Submit(next(state.request_ids), sampling,
+                    messages=turns, truncate=req.truncate, template=jinja_template(entry.template))
 
     def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None) -> ChatChunk:
         message = AssistantMessage("assistant", text)

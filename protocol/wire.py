@@ -36,6 +36,7 @@ class SamplingParams(Struct, array_like=True, omit_defaults=True, gc=False):
     num_predict: int = -1
     num_keep: int = 4
     stop: list[str] = []
+    format: str = ""  # "json" or a JSON schema's text: output constrained by a grammar
 
 
 class ChatTurn(Struct, array_like=True, gc=False):

@@ -173,3 +173,34 @@ def test_ollama_client_raises_for_unknown_model(server) -> None:
         server.client().chat(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert info.value.status_code == 404
     assert info.value.error == "model 'nope' not found"
+
+
+def test_format_json_constrains_the_output_to_json(server) -> None:
+    import json
+
+    finished = 0
+    for seed in range(4):
+        r = server.client().generate(model="tiny", prompt="hello", format="json",
+                                     options={"temperature": 0.9, "seed": seed, "num_predict": 40})
+        text = r.response.strip()
+        assert text[0] in '{["-0123456789tfn'
+        if r.done_reason == "stop":  # the grammar allows the end only after a whole value
+            json.loads(text)
+            finished += 1
+    assert finished >= 1
+
+
+def test_format_json_schema_is_followed(server) -> None:
+    import json
+
+    schema = {"type": "object", "properties": {"answer": {"type": "boolean"}}, "required": ["answer"]}
+    r = server.client().chat(model="tiny", messages=[{"role": "user", "content": "yes or no"}],
+                             format=schema, options={"temperature": 0.5, "seed": 1, "num_predict": 64})
+    assert r.done_reason == "stop"
+    assert isinstance(json.loads(r.message.content)["answer"], bool)
+
+
+def test_invalid_format_is_400(server) -> None:
+    r = httpx.post(server.url + "/api/generate", json={"model": "tiny", "prompt": "x", "format": "yaml"})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith('invalid format: "yaml"')

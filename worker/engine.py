@@ -13,7 +13,7 @@ import llama_cpp as L
 from protocol.wire import FinishReason, RequestOutput, Submit
 from worker.chat_template import ChatTemplate, TemplateError
 from worker.llama_model import LlamaContext, LlamaModel
-from worker.sampler import SamplerChain
+from worker.sampler import InvalidFormat, SamplerChain
 from worker.textstream import TextStream
 
 Emit = Callable[[bytes, list[RequestOutput]], None]
@@ -96,10 +96,15 @@ class BatchEngine:
             self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
                                             error_status=e.status))
             return
+        try:
+            chain = SamplerChain(req.sampling, n_vocab=self.model.n_vocab,
+                                 n_ctx=self.ctx.n_ctx_seq, vocab=self.model.vocab)
+        except InvalidFormat as e:
+            self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
+                                            error_status=400))
+            return
         seq = Sequence(client=client, req=req, prompt=prompt,
-                       stream=TextStream(req.sampling.stop),
-                       chain=SamplerChain(req.sampling, n_vocab=self.model.n_vocab,
-                                          n_ctx=self.ctx.n_ctx_seq),
+                       stream=TextStream(req.sampling.stop), chain=chain,
                        t_submit=time.perf_counter_ns())
         self._by_key[(client, req.req_id)] = seq
         self._waiting.append(seq)

@@ -4,15 +4,39 @@ from __future__ import annotations
 
 import llama_cpp as L
 
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
 from protocol.wire import SamplingParams
 
 _RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
 
 
+class InvalidFormat(ValueError):
+    pass
+
+
+def format_grammar(format_text: str) -> str:
+    """Ollama's `format`: "json" (any JSON value) or a JSON schema → GBNF."""
+    if format_text == "json":
+        return JSON_GBNF
+    try:
+        return json_schema_to_gbnf(format_text)
+    except Exception as e:  # the converter raises assorted errors on schemas it cannot handle
+        raise InvalidFormat(f"invalid JSON schema in format: {e}") from e
+
+
 class SamplerChain:
-    def __init__(self, params: SamplingParams, *, n_vocab: int, n_ctx: int) -> None:
+    def __init__(self, params: SamplingParams, *, n_vocab: int, n_ctx: int,
+                 vocab: L.llama_vocab_p | None = None) -> None:
         self.ptr = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         add = lambda s: L.llama_sampler_chain_add(self.ptr, s)  # noqa: E731
+        if params.format:
+            grammar = L.llama_sampler_init_grammar(vocab, format_grammar(params.format).encode(),
+                                                   b"root")
+            if not grammar:  # the binding does not check: a bad grammar comes back as NULL
+                self.close()
+                raise InvalidFormat("invalid format: the grammar could not be compiled")
+            add(grammar)
         last_n = n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
         penalised = (params.repeat_penalty != 1.0 or params.presence_penalty != 0.0
                      or params.frequency_penalty != 0.0)
