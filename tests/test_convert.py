@@ -344,6 +344,12 @@ def test_api_create_converts_safetensors(tmp_path: pathlib.Path, minilm_dir: pat
         got = client.embed(model="minilm", input=ref["sentences"]).embeddings
         for vec, expected in zip(got, ref["embeddings"], strict=True):
             assert _cosine(np.asarray(vec), np.asarray(expected)) > 0.999
+        # An embedding model is one: it embeds but cannot generate.
+        assert client.show("minilm").capabilities == ["embedding"]
+        with pytest.raises(ollama.ResponseError, match='"minilm" does not support generate'):
+            client.generate(model="minilm", prompt="hi")
+        with pytest.raises(ollama.ResponseError, match='"minilm" does not support chat'):
+            client.chat(model="minilm", messages=[{"role": "user", "content": "hi"}])
 
         llama_dir, _ = cf.write_llama(tmp_path)
         client.create(model="tiny-llama", files=upload(llama_dir))
