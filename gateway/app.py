@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Sequence
 import zmq.asyncio
 from aiohttp import web
 
-from gateway import routes_embed, routes_generate, routes_manage, routes_models
+from gateway import (routes_embed, routes_generate, routes_manage, routes_models,
+                     routes_openai)
 from gateway.errors import error_middleware
 from gateway.scheduler import Scheduler
 from gateway.state import STATE, GatewayState
@@ -23,6 +24,7 @@ def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Applica
     app.add_routes(routes_generate.routes)
     app.add_routes(routes_embed.routes)
     app.add_routes(routes_manage.routes)
+    app.add_routes(routes_openai.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         zctx = zmq.asyncio.Context()

@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from protocol.api import OPTION_TYPE_NAMES, ErrorBody
+from protocol.openai import error_envelope
 
 log = logging.getLogger("herd.gateway")
 
@@ -69,19 +70,21 @@ def describe_decode_error(error: msgspec.MsgspecError) -> str:
     return text
 
 
-def error_response(message: str, status: int) -> web.Response:
-    return web.Response(body=msgspec.json.encode(ErrorBody(message)), status=status,
+def error_response(message: str, status: int, openai: bool = False) -> web.Response:
+    body = error_envelope(message, status) if openai else ErrorBody(message)
+    return web.Response(body=msgspec.json.encode(body), status=status,
                         content_type="application/json")
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    openai = request.path.startswith("/v1/")  # OpenAI clients expect their own envelope
     try:
         return await handler(request)
     except HerdError as e:
-        return error_response(str(e), e.status)
+        return error_response(str(e), e.status, openai)
     except msgspec.MsgspecError as e:
-        return error_response(describe_decode_error(e), 400)
+        return error_response(describe_decode_error(e), 400, openai)
     except web.HTTPNotFound:
         return web.Response(text="404 page not found", status=404)
     except web.HTTPMethodNotAllowed:
@@ -90,4 +93,4 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         raise
     except Exception as e:  # never a bare 500 page: log it and answer in the envelope
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(f"internal error: {e}", 500)
+        return error_response(f"internal error: {e}", 500, openai)

@@ -6,17 +6,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from aiohttp import web
 
 from gateway.errors import BadRequest, HerdError
-from gateway.http_io import json_response, ndjson_line, start_ndjson
+from gateway.http_io import NDJSON, json_response, ndjson_line
 from gateway.request_stream import StreamFailed
 from gateway.state import GatewayState
 from gateway.store import ModelEntry
-from protocol.api import Metrics, Options
+from protocol.api import ErrorBody, Metrics, Options
 from protocol.durations import DurationError, keep_alive_ns
 from protocol.config import Settings
 from protocol.wire import FinishReason, RequestOutput, RunnerSpec, SamplingParams, Submit
@@ -94,9 +94,45 @@ async def load_only(state: GatewayState, entry: ModelEntry, options: Options,
     return time.perf_counter_ns() - t0
 
 
+class Framing(Protocol):
+    """How one generation is written: Ollama's NDJSON or OpenAI's server-sent events."""
+
+    content_type: str
+
+    def delta(self, text: str) -> bytes: ...
+
+    def end(self, final: RequestOutput, metrics: Metrics) -> bytes: ...
+
+    def error(self, message: str) -> bytes: ...
+
+    def whole(self, text: str, final: RequestOutput, metrics: Metrics) -> Any: ...
+
+
+class NdjsonFraming:
+    """Ollama's native streams: one JSON object per line; the final one carries the metrics."""
+
+    content_type = NDJSON
+
+    def __init__(self, make_chunk: ChunkMaker) -> None:
+        self.make_chunk = make_chunk
+
+    def delta(self, text: str) -> bytes:
+        return ndjson_line(self.make_chunk(text, None, None))
+
+    def end(self, final: RequestOutput, metrics: Metrics) -> bytes:
+        return ndjson_line(self.make_chunk("", final, metrics))
+
+    def error(self, message: str) -> bytes:
+        # Status is already 200: Ollama's clients read an error line as a failure.
+        return ndjson_line(ErrorBody(message))
+
+    def whole(self, text: str, final: RequestOutput, metrics: Metrics) -> Any:
+        return self.make_chunk(text, final, metrics)
+
+
 async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
                    options: Options, keep_alive: int, submit: Submit, stream: bool,
-                   make_chunk: ChunkMaker) -> web.StreamResponse:
+                   framing: Framing) -> web.StreamResponse:
     t0 = time.perf_counter_ns()
     spec = runner_spec(entry, options, state.settings)
     async with state.scheduler.lease(entry, spec, keep_alive) as runner:
@@ -104,6 +140,7 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
         rs = await runner.client.submit(submit)
         try:
             try:
+                # The first news decides the status: an error before any byte keeps its own.
                 text, final = await rs.next()
             except StreamFailed as e:
                 raise HerdError(str(e), e.status) from None
@@ -119,19 +156,19 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
                     except StreamFailed as e:
                         raise HerdError(str(e), e.status) from None
                     parts.append(text)
-                return json_response(make_chunk("".join(parts), final, metrics(final)))
-            response = await start_ndjson(request)
+                return json_response(framing.whole("".join(parts), final, metrics(final)))
+            response = web.StreamResponse(status=200, headers={"Content-Type": framing.content_type})
+            await response.prepare(request)
             while True:
                 if text:
-                    await response.write(ndjson_line(make_chunk(text, None, None)))
+                    await response.write(framing.delta(text))
                 if final is not None:
-                    await response.write(ndjson_line(make_chunk("", final, metrics(final))))
+                    await response.write(framing.end(final, metrics(final)))
                     break
                 try:
                     text, final = await rs.next()
                 except StreamFailed as e:
-                    # Status is already 200: Ollama's clients read an error line as a failure.
-                    await response.write(ndjson_line({"error": str(e)}))
+                    await response.write(framing.error(str(e)))
                     break
             await response.write_eof()
             return response

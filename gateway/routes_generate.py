@@ -6,7 +6,7 @@ from aiohttp import web
 
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.http_io import decode_body, json_response, utc_now
-from gateway.inference import (DONE_REASONS, check_think, generate, load_only,
+from gateway.inference import (DONE_REASONS, NdjsonFraming, check_think, generate, load_only,
                                format_text, request_keep_alive,
                                sampling_params)
 from gateway.state import STATE
@@ -82,7 +82,7 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
                              context=final.context, **_metric_fields(metrics))
 
     return await generate(request, state, entry, options, keep_alive, submit, req.stream,
-                          make_chunk)
+                          NdjsonFraming(make_chunk))
 
 
 @routes.post("/api/chat")
@@ -131,5 +131,5 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
                          **_metric_fields(metrics))
 
     return await generate(request, state, entry, options, keep_alive, submit, req.stream,
-                          make_chunk)
+                          NdjsonFraming(make_chunk))
 

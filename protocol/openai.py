@@ -1,0 +1,177 @@
+"""The OpenAI-compatible surface (/v1) as msgspec Structs, as Ollama serves it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import Struct
+
+from protocol.api import Options
+
+
+class StreamOptions(Struct):
+    include_usage: bool = False
+
+
+class ChatMessageIn(Struct, omit_defaults=True):
+    role: str
+    content: Any = None  # str, a list of content parts, or null with tool_calls
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    reasoning: str | None = None
+
+
+class ChatCompletionRequest(Struct, omit_defaults=True):
+    model: str = ""
+    messages: list[ChatMessageIn] = []
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stop: str | list[str] | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    options: Options | None = None  # Herd extension: any Ollama option, num_ctx included
+    keep_alive: float | str | None = None
+
+
+class CompletionRequest(Struct, omit_defaults=True):
+    model: str = ""
+    prompt: str = ""
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    stop: Any = None  # str | list[str], checked by hand for Ollama's message
+    suffix: str | None = None
+    options: Options | None = None
+    keep_alive: float | str | None = None
+
+
+class EmbeddingRequest(Struct, omit_defaults=True):
+    model: str = ""
+    input: Any = None
+    dimensions: int = 0
+    encoding_format: str = "float"
+    options: Options | None = None
+    keep_alive: float | str | None = None
+
+
+class Usage(Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantOut(Struct):
+    role: str = "assistant"
+    content: str = ""
+
+
+class Delta(Struct, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChatChoice(Struct):
+    index: int
+    message: AssistantOut
+    finish_reason: str | None
+
+
+class ChunkChoice(Struct):
+    index: int
+    delta: Delta
+    finish_reason: str | None
+
+
+class ChatCompletion(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage | None = None
+    object: str = "chat.completion"
+    system_fingerprint: str = "fp_ollama"
+
+
+class ChatCompletionChunk(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    object: str = "chat.completion.chunk"
+    system_fingerprint: str = "fp_ollama"
+
+
+class CompletionChoice(Struct):
+    text: str
+    index: int
+    finish_reason: str | None
+
+
+class Completion(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    object: str = "text_completion"
+    system_fingerprint: str = "fp_ollama"
+
+
+class EmbeddingItem(Struct):
+    embedding: list[float] | str
+    index: int
+    object: str = "embedding"
+
+
+class EmbeddingUsage(Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(Struct):
+    data: list[EmbeddingItem]
+    model: str
+    usage: EmbeddingUsage
+    object: str = "list"
+
+
+class ModelCard(Struct):
+    id: str
+    created: int
+    owned_by: str
+    object: str = "model"
+
+
+class ModelList(Struct):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+class ErrorDetail(Struct):
+    message: str
+    type: str
+    param: None = None
+    code: None = None
+
+
+class ErrorEnvelope(Struct):
+    error: ErrorDetail
+
+
+def error_envelope(message: str, status: int) -> ErrorEnvelope:
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    return ErrorEnvelope(ErrorDetail(message, kind))
