@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway import (routes_embed, routes_generate, routes_manage, routes_models,
                      routes_openai)
+from gateway.cors import add_cors_headers, cors_middleware
 from gateway.errors import error_middleware
 from gateway.scheduler import Scheduler
 from gateway.state import STATE, GatewayState
@@ -19,7 +20,9 @@ MAX_BODY = 256 * 1024 * 1024  # chat histories with images can be large; blobs a
 
 
 def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[cors_middleware(settings), error_middleware],
+                          client_max_size=MAX_BODY)
+    app.on_response_prepare.append(add_cors_headers(settings))
     app.add_routes(routes_models.routes)
     app.add_routes(routes_generate.routes)
     app.add_routes(routes_embed.routes)
