@@ -184,8 +184,7 @@ class BatchEngine:
             # At least the last prompt token is decoded again: its logits start the answer.
             reuse = min(_common_prefix(slot.tokens, seq.prompt), len(seq.prompt) - 1)
             if reuse < len(slot.tokens):
-                self.ctx.forget(slot.seq_id, reuse)
-                del slot.tokens[reuse:]
+                del slot.tokens[self.ctx.forget(slot.seq_id, reuse):]
             slot.busy = True
             seq.slot = slot
             seq.t_admit = time.perf_counter_ns()

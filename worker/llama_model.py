@@ -148,7 +148,12 @@ class LlamaContext:
         if L.llama_set_adapters_lora(self.ptr, handles, len(adapters), scales) != 0:
             raise ModelLoadError("unable to apply the LoRA adapters")
 
-    def forget(self, seq_id: int, from_pos: int = 0) -> None:
-        """Drops the sequence's KV cells from `from_pos` on."""
-        if not L.llama_memory_seq_rm(self.memory, seq_id, from_pos, -1):
-            L.llama_memory_seq_rm(self.memory, seq_id, 0, -1)
+    def forget(self, seq_id: int, from_pos: int = 0) -> int:
+        """Drops the sequence's KV cells from `from_pos` on; returns how many cells remain.
+
+        Some caches (sliding-window, recurrent) cannot cut a sequence in the middle: then the
+        whole sequence goes and the caller must prefill it again from the start."""
+        if L.llama_memory_seq_rm(self.memory, seq_id, from_pos, -1):
+            return from_pos
+        L.llama_memory_seq_rm(self.memory, seq_id, 0, -1)
+        return 0
