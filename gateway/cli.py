@@ -16,7 +16,37 @@ from protocol.config import Settings, settings_from_env
 log = logging.getLogger("herd")
 
 
-async def _serve_http(settings: Settings, node_endpoints: list[str]) -> None:
+class LocalNode:
+    """The worker node `herd serve` runs beside the gateway, restarted if it ever dies."""
+
+    def __init__(self, settings: Settings) -> None:
+        os.makedirs(settings.run_dir, exist_ok=True)
+        self.endpoint = settings.node_bind or f"ipc://{settings.run_dir}/node.sock"
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "gateway.cli", "worker", "--bind", self.endpoint,
+               "--exit-with-parent"]
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+    async def supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.process.poll() is not None:
+                log.warning("worker node exited with status %d; starting a new one",
+                            self.process.returncode)
+                self.process = self._spawn()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def _serve_http(settings: Settings, node_endpoints: list[str],
+                      local_node: LocalNode | None = None) -> None:
     # Imported here: the client commands (herd list, ...) should not pay for the server's imports.
     from aiohttp import web
 
@@ -34,17 +64,13 @@ async def _serve_http(settings: Settings, node_endpoints: list[str]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    supervisor = asyncio.create_task(local_node.supervise()) if local_node else None
     try:
         await stop.wait()
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
         await runner.cleanup()
-
-
-def _start_local_node(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
-    os.makedirs(settings.run_dir, exist_ok=True)
-    endpoint = settings.node_bind or f"ipc://{settings.run_dir}/node.sock"
-    cmd = [sys.executable, "-m", "gateway.cli", "worker", "--bind", endpoint, "--exit-with-parent"]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL), endpoint
 
 
 def _import_default_model(settings: Settings) -> None:
@@ -56,20 +82,13 @@ def _import_default_model(settings: Settings) -> None:
 
 def serve(settings: Settings) -> int:
     _import_default_model(settings)
-    node = None
-    endpoints = list(settings.workers)
-    if not endpoints:
-        node, endpoint = _start_local_node(settings)
-        endpoints = [endpoint]
+    node = None if settings.workers else LocalNode(settings)
+    endpoints = list(settings.workers) or [node.endpoint]  # type: ignore[union-attr]
     try:
-        asyncio.run(_serve_http(settings, endpoints))
+        asyncio.run(_serve_http(settings, endpoints, node))
     finally:
         if node is not None:
-            node.terminate()
-            try:
-                node.wait(10)
-            except subprocess.TimeoutExpired:
-                node.kill()
+            node.stop()
     return 0
 
 

@@ -11,6 +11,7 @@ import zmq
 import zmq.asyncio
 
 from gateway.errors import RunnerError
+from gateway.peer_watch import watch_peer
 from protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, RunnerExited, RunnerSpec,
                            UnloadModel, WireCodec)
 
@@ -24,11 +25,14 @@ class NodeClient:
         self.codec = WireCodec()
         self.sock = zctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
         self._on_runner_exit = on_runner_exit
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[ModelLoaded]] = {}
         self.loaded_keys: set[str] = set()
+        # Optimistic until the socket says otherwise: a TCP node may still be starting.
+        self.alive = True
+        self._watch = watch_peer(self.sock, self._lost, self._connected)
+        self.sock.connect(endpoint)
         self._reader = asyncio.create_task(self._read())
 
     async def start(self) -> None:
@@ -50,12 +54,26 @@ class NodeClient:
         self.loaded_keys.discard(key)
         await self.sock.send_multipart(self.codec.encode(UnloadModel(key)))
 
+    def _lost(self) -> None:
+        log.warning("lost the connection to worker node %s", self.endpoint)
+        self.alive = False
+        self.loaded_keys.clear()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(RunnerError(f"worker node {self.endpoint} went away"))
+
+    def _connected(self) -> None:
+        self.alive = True
+        # A restarted node knows no gateways: introduce ourselves again.
+        self.sock.send_multipart(self.codec.encode(Hello()))
+
     async def close(self) -> None:
-        self._reader.cancel()
-        try:
-            await self._reader
-        except asyncio.CancelledError:
-            pass
+        for task in (self._watch, self._reader):
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         self.sock.close()
 
     async def _read(self) -> None:

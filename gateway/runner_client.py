@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
-from gateway.request_stream import RequestStream
 from gateway.errors import RunnerError
+from gateway.peer_watch import watch_peer
+from gateway.request_stream import RequestStream
 from protocol.wire import Abort, Embed, Embeddings, EngineStep, Submit, WireCodec
 
 log = logging.getLogger("herd.gateway")
 
 
 class RunnerClient:
-    def __init__(self, zctx: zmq.asyncio.Context, endpoint: str) -> None:
+    def __init__(self, zctx: zmq.asyncio.Context, endpoint: str,
+                 on_gone: Callable[[RunnerClient], None] = lambda client: None) -> None:
         self.endpoint = endpoint
         self.codec = WireCodec()
         self.sock = zctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
+        # A runner never comes back on the same endpoint: no point in reconnecting.
+        self.sock.setsockopt(zmq.RECONNECT_IVL, -1)
         self.streams: dict[int, RequestStream] = {}
         self.embeds: dict[int, asyncio.Future[Embeddings]] = {}
+        self._watch = watch_peer(self.sock, lambda: on_gone(self))
+        self.sock.connect(endpoint)
         self._reader = asyncio.create_task(self._read())
 
     async def submit(self, submit: Submit) -> RequestStream:
@@ -54,11 +60,12 @@ class RunnerClient:
                 future.set_exception(RunnerError(message))
 
     async def close(self) -> None:
-        self._reader.cancel()
-        try:
-            await self._reader
-        except asyncio.CancelledError:
-            pass
+        for task in (self._watch, self._reader):
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         self.sock.close()
 
     async def _read(self) -> None:

@@ -131,6 +131,8 @@ class Scheduler:
             task = asyncio.create_task(self._load(entry, spec))
             self._loading[spec.key] = task
             task.add_done_callback(lambda _: self._loading.pop(spec.key, None))
+            # Everyone waiting may have gone: the failure is theirs to see, not the log's.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
         # A client that gives up while waiting must not cancel a load others may share.
         return await asyncio.shield(task)
 
@@ -140,9 +142,7 @@ class Scheduler:
             if existing is not None:
                 return existing
             await self._make_room(entry)
-            if not self.nodes:
-                raise RunnerError("no worker nodes are connected")
-            node = min(self.nodes, key=lambda n: len(n.loaded_keys))
+            node = min(await self._reachable_nodes(), key=lambda n: len(n.loaded_keys))
             try:
                 loaded = await node.load(spec, self.settings.load_timeout_s)
             except asyncio.TimeoutError:
@@ -150,13 +150,25 @@ class Scheduler:
                 raise RunnerError("timed out waiting for the model runner to start") from None
             runner = LoadedRunner(
                 key=spec.key, entry=entry, node=node,
-                client=RunnerClient(self.zctx, loaded.endpoint), num_parallel=spec.num_parallel,
+                client=RunnerClient(self.zctx, loaded.endpoint, self._on_runner_gone),
+                num_parallel=spec.num_parallel,
                 size=loaded.size, size_vram=loaded.size_vram,
                 context_length=loaded.context_length, keep_alive_ns=self.settings.keep_alive_ns,
                 last_used=time.monotonic())
             self._runners[spec.key] = runner
             self._arm_expiry(runner)
             return runner
+
+    async def _reachable_nodes(self, patience_s: float = 10.0) -> list[NodeClient]:
+        """Nodes that are up; a node being restarted gets a few seconds to come back."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            nodes = [n for n in self.nodes if n.alive]
+            if nodes:
+                return nodes
+            if time.monotonic() >= deadline:
+                raise RunnerError("no worker node is reachable")
+            await asyncio.sleep(0.1)
 
     async def _make_room(self, entry: ModelEntry) -> None:
         while True:
@@ -218,7 +230,18 @@ class Scheduler:
             return
         log.warning("runner for %s exited with status %d", runner.entry.name.display,
                     exited.returncode)
-        del self._runners[exited.key]
+        self._drop(runner)
+
+    def _on_runner_gone(self, client: RunnerClient) -> None:
+        """The runner's socket closed: it died, even if its node could not tell us."""
+        runner = next((r for r in self._runners.values() if r.client is client), None)
+        if runner is not None:
+            log.warning("lost the connection to the runner for %s", runner.entry.name.display)
+            self._drop(runner)
+
+    def _drop(self, runner: LoadedRunner) -> None:
+        del self._runners[runner.key]
+        runner.node.loaded_keys.discard(runner.key)
         runner.gone = True
         if runner.timer is not None:
             runner.timer.cancel()

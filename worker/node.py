@@ -28,7 +28,8 @@ log = logging.getLogger("herd.node")
 @dataclass(eq=False)
 class RunnerProcess:
     key: str
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | None = None  # None while it is being started
+    stop_requested: bool = False
     leases: set[bytes] = field(default_factory=set)
     waiting: list[tuple[bytes, int]] = field(default_factory=list)  # (gateway, request_id)
     ready: RunnerReady | None = None
@@ -78,6 +79,8 @@ class WorkerNode:
         for runner in list(self.runners.values()):
             self._terminate(runner)
         for runner in list(self.runners.values()):
+            if runner.process is None:
+                continue
             try:
                 await asyncio.wait_for(runner.process.wait(), 5)
             except asyncio.TimeoutError:
@@ -115,7 +118,11 @@ class WorkerNode:
             await self._send(gateway, self._loaded(message.request_id, runner.ready))
             return
         if runner is None:
-            runner = await self._spawn(message)
+            try:
+                runner = await self._spawn(message)
+            except OSError as e:
+                await self._send(gateway, LoadFailed(message.request_id, key, f"cannot start a runner: {e}"))
+                return
         runner.leases.add(gateway)
         runner.waiting.append((gateway, message.request_id))
 
@@ -123,9 +130,18 @@ class WorkerNode:
         spec = message.spec
         cmd = [sys.executable, "-m", "worker.runner", "--spec", msgspec.json.encode(spec).decode(),
                "--bind", self._runner_bind(), "--events", self.events_endpoint]
-        process = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL)
-        runner = RunnerProcess(spec.key, process)
+        # Registered before the process exists: a fast runner's RunnerReady can arrive before
+        # create_subprocess_exec returns, and must find its entry.
+        runner = RunnerProcess(spec.key)
         self.runners[spec.key] = runner
+        try:
+            runner.process = process = await asyncio.create_subprocess_exec(
+                *cmd, stdin=asyncio.subprocess.DEVNULL)
+        except OSError:
+            del self.runners[spec.key]
+            raise
+        if runner.stop_requested:
+            self._terminate(runner)
         log.info("started runner pid %d for %s", process.pid, spec.model_path)
         task = asyncio.create_task(self._watch(runner))
         self._tasks.add(task)
@@ -147,7 +163,9 @@ class WorkerNode:
 
     @staticmethod
     def _terminate(runner: RunnerProcess) -> None:
-        if runner.process.returncode is None:
+        if runner.process is None:
+            runner.stop_requested = True
+        elif runner.process.returncode is None:
             runner.process.send_signal(signal.SIGTERM)
 
     async def _serve_runner_events(self) -> None:
@@ -171,6 +189,7 @@ class WorkerNode:
                 runner.error = message.error
 
     async def _watch(self, runner: RunnerProcess) -> None:
+        assert runner.process is not None
         returncode = await runner.process.wait()
         if self.runners.get(runner.key) is runner:
             del self.runners[runner.key]
