@@ -79,7 +79,10 @@ def llama_server(model_path: str, parallel: int, ctx_per_slot: int, threads: int
     # -c is the total context, split over the -np slots: ctx_per_slot each, like Herd's num_ctx.
     cmd = [str(llama_server_binary()), "-m", model_path, "--host", "127.0.0.1",
            "--port", str(port), "-np", str(parallel), "-c", str(ctx_per_slot * parallel),
-           "--threads", str(threads), "--threads-batch", str(threads)]
+           "--threads", str(threads), "--threads-batch", str(threads),
+           # The GGUF has no chat template (Herd falls back to Gemma's); llama-server would
+           # fall back to ChatML, so give it the same Gemma turn format.
+           "--no-jinja", "--chat-template", "gemma"]
     proc = _spawn(cmd, log)
     try:
         yield Server("llama-server", f"http://127.0.0.1:{port}", proc, log)

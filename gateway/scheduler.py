@@ -20,7 +20,7 @@ from gateway.runner_client import RunnerClient
 from gateway.store import ModelEntry
 from protocol.config import Settings
 from protocol.durations import FOREVER_NS
-from protocol.wire import RunnerExited, RunnerSpec
+from protocol.wire import ModelLoaded, RunnerExited, RunnerSpec
 
 log = logging.getLogger("herd.scheduler")
 
@@ -54,6 +54,7 @@ class Scheduler:
         self._load_lock = asyncio.Lock()
         self._released = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dead_endpoints: set[str] = set()
 
     async def connect(self, endpoints: list[str]) -> None:
         for endpoint in endpoints:
@@ -143,11 +144,7 @@ class Scheduler:
                 return existing
             await self._make_room(entry)
             node = min(await self._reachable_nodes(), key=lambda n: len(n.loaded_keys))
-            try:
-                loaded = await node.load(spec, self.settings.load_timeout_s)
-            except asyncio.TimeoutError:
-                await node.unload(spec.key)
-                raise RunnerError("timed out waiting for the model runner to start") from None
+            loaded = await self._load_on(node, spec)
             runner = LoadedRunner(
                 key=spec.key, entry=entry, node=node,
                 client=RunnerClient(self.zctx, loaded.endpoint, self._on_runner_gone),
@@ -158,6 +155,20 @@ class Scheduler:
             self._runners[spec.key] = runner
             self._arm_expiry(runner)
             return runner
+
+    async def _load_on(self, node: NodeClient, spec: RunnerSpec) -> ModelLoaded:
+        for _ in range(50):
+            try:
+                loaded = await node.load(spec, self.settings.load_timeout_s)
+            except asyncio.TimeoutError:
+                await node.unload(spec.key)
+                raise RunnerError("timed out waiting for the model runner to start") from None
+            # A node that has not yet reaped a runner we saw die may offer it again: wait
+            # until it knows, then it starts a fresh one.
+            if loaded.endpoint not in self._dead_endpoints:
+                return loaded
+            await asyncio.sleep(0.1)
+        raise RunnerError("the worker node keeps offering a runner that has stopped")
 
     async def _reachable_nodes(self, patience_s: float = 10.0) -> list[NodeClient]:
         """Nodes that are up; a node being restarted gets a few seconds to come back."""
@@ -241,6 +252,7 @@ class Scheduler:
 
     def _drop(self, runner: LoadedRunner) -> None:
         del self._runners[runner.key]
+        self._dead_endpoints.add(runner.client.endpoint)
         runner.node.loaded_keys.discard(runner.key)
         runner.gone = True
         if runner.timer is not None:

@@ -40,6 +40,7 @@ class HerdServer:
             "HERD_RUN_DIR": str(self.run_dir),
             "HERD_DEFAULT_MODEL": default_model,
             "HERD_NUM_THREADS": "2",
+            "PYTHONFAULTHANDLER": "1",  # a crash in native code leaves a traceback in the log
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
