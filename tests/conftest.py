@@ -1,13 +1,31 @@
 from __future__ import annotations
 
+import functools
 import pathlib
 import sys
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from herd_server import HerdServer  # noqa: E402
+
+
+def _patient(call):
+    """httpx's 5 s default is too short for a 2-core machine that is also compiling; tests
+    detect hangs with pytest-timeout, not with HTTP timeouts."""
+
+    @functools.wraps(call)
+    def with_timeout(*args, **kwargs):
+        kwargs.setdefault("timeout", 60.0)
+        return call(*args, **kwargs)
+
+    return with_timeout
+
+
+for _name in ("get", "post", "head", "options", "delete", "request", "stream"):
+    setattr(httpx, _name, _patient(getattr(httpx, _name)))
 from tiny_models import write_tiny_llama  # noqa: E402
 
 
