@@ -1,39 +1,55 @@
-"""The gateway's control connection to one worker node: load, unload, hear about exits."""
+"""The gateway's control connection to one worker node: load, unload, hear about exits.
+
+A dead process cannot say it died, so the gateway sends the node a Hello every second and the
+node answers with its id: no answer for a while means unreachable; a new id means the node was
+restarted and every runner it had is gone.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
 from gateway.errors import RunnerError
-from gateway.peer_watch import watch_peer
-from protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, RunnerExited, RunnerSpec,
-                           UnloadModel, WireCodec)
+from protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, NodeInfo, RunnerExited,
+                           RunnerSpec, UnloadModel, WireCodec)
 
 log = logging.getLogger("herd.gateway")
+
+HEARTBEAT_S = 1.0
+UNREACHABLE_AFTER_S = 5.0
 
 
 class NodeClient:
     def __init__(self, zctx: zmq.asyncio.Context, endpoint: str,
-                 on_runner_exit: Callable[[RunnerExited], None]) -> None:
+                 on_runner_exit: Callable[[RunnerExited], None],
+                 on_restart: Callable[[NodeClient], None] = lambda node: None) -> None:
         self.endpoint = endpoint
         self.codec = WireCodec()
         self.sock = zctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
         self._on_runner_exit = on_runner_exit
+        self._on_restart = on_restart
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[ModelLoaded]] = {}
         self.loaded_keys: set[str] = set()
-        # Optimistic until the socket says otherwise: a TCP node may still be starting.
-        self.alive = True
-        self._watch = watch_peer(self.sock, self._lost, self._connected)
-        self.sock.connect(endpoint)
+        self.node_id = ""
+        # Optimistic at first: a node that is still starting gets the grace period.
+        self._last_seen = time.monotonic()
         self._reader = asyncio.create_task(self._read())
+        self._reader.add_done_callback(_log_if_failed)
+        self._heartbeat = asyncio.create_task(self._beat())
+
+    @property
+    def alive(self) -> bool:
+        return time.monotonic() - self._last_seen < UNREACHABLE_AFTER_S
 
     async def start(self) -> None:
         await self.sock.send_multipart(self.codec.encode(Hello()))
@@ -54,27 +70,33 @@ class NodeClient:
         self.loaded_keys.discard(key)
         await self.sock.send_multipart(self.codec.encode(UnloadModel(key)))
 
-    def _lost(self) -> None:
-        log.warning("lost the connection to worker node %s", self.endpoint)
-        self.alive = False
-        self.loaded_keys.clear()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(RunnerError(f"worker node {self.endpoint} went away"))
-
-    def _connected(self) -> None:
-        self.alive = True
-        # A restarted node knows no gateways: introduce ourselves again.
-        self.sock.send_multipart(self.codec.encode(Hello()))
-
     async def close(self) -> None:
-        for task in (self._watch, self._reader):
+        for task in (self._heartbeat, self._reader):
             task.cancel()
             try:
                 await task
             except asyncio.CancelledError:
                 pass
         self.sock.close()
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            await self.sock.send_multipart(self.codec.encode(Hello()))
+
+    def _seen(self, info: NodeInfo) -> None:
+        self._last_seen = time.monotonic()
+        if info.node_id == self.node_id:
+            return
+        restarted = bool(self.node_id)
+        self.node_id = info.node_id
+        if restarted:
+            log.warning("worker node %s restarted: its runners are gone", self.endpoint)
+            self.loaded_keys.clear()
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(RunnerError(f"worker node {self.endpoint} restarted"))
+            self._on_restart(self)
 
     async def _read(self) -> None:
         while True:
@@ -84,7 +106,10 @@ class NodeClient:
             except Exception:
                 log.warning("undecodable message from node %s", self.endpoint)
                 continue
-            if isinstance(message, ModelLoaded):
+            self._last_seen = time.monotonic()
+            if isinstance(message, NodeInfo):
+                self._seen(message)
+            elif isinstance(message, ModelLoaded):
                 future = self._pending.get(message.request_id)
                 if future is not None and not future.done():
                     future.set_result(message)
@@ -95,3 +120,8 @@ class NodeClient:
             elif isinstance(message, RunnerExited):
                 self.loaded_keys.discard(message.key)
                 self._on_runner_exit(message)
+
+
+def _log_if_failed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("socket reader stopped", exc_info=task.exception())

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
 from gateway.errors import RunnerError
-from gateway.peer_watch import watch_peer
 from gateway.request_stream import RequestStream
 from protocol.wire import Abort, Embed, Embeddings, EngineStep, Submit, WireCodec
 
@@ -18,8 +16,7 @@ log = logging.getLogger("herd.gateway")
 
 
 class RunnerClient:
-    def __init__(self, zctx: zmq.asyncio.Context, endpoint: str,
-                 on_gone: Callable[[RunnerClient], None] = lambda client: None) -> None:
+    def __init__(self, zctx: zmq.asyncio.Context, endpoint: str) -> None:
         self.endpoint = endpoint
         self.codec = WireCodec()
         self.sock = zctx.socket(zmq.DEALER)
@@ -28,9 +25,9 @@ class RunnerClient:
         self.sock.setsockopt(zmq.RECONNECT_IVL, -1)
         self.streams: dict[int, RequestStream] = {}
         self.embeds: dict[int, asyncio.Future[Embeddings]] = {}
-        self._watch = watch_peer(self.sock, lambda: on_gone(self))
         self.sock.connect(endpoint)
         self._reader = asyncio.create_task(self._read())
+        self._reader.add_done_callback(_log_if_failed)
 
     async def submit(self, submit: Submit) -> RequestStream:
         stream = RequestStream(submit.req_id)
@@ -60,12 +57,11 @@ class RunnerClient:
                 future.set_exception(RunnerError(message))
 
     async def close(self) -> None:
-        for task in (self._watch, self._reader):
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        self._reader.cancel()
+        try:
+            await self._reader
+        except asyncio.CancelledError:
+            pass
         self.sock.close()
 
     async def _read(self) -> None:
@@ -103,3 +99,8 @@ class RunnerClient:
             stream.feed(output)
             if output.finish:
                 del streams[output.req_id]
+
+
+def _log_if_failed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("socket reader stopped", exc_info=task.exception())

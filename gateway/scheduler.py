@@ -58,7 +58,7 @@ class Scheduler:
 
     async def connect(self, endpoints: list[str]) -> None:
         for endpoint in endpoints:
-            node = NodeClient(self.zctx, endpoint, self._on_runner_exit)
+            node = NodeClient(self.zctx, endpoint, self._on_runner_exit, self._on_node_restart)
             await node.start()
             self.nodes.append(node)
 
@@ -147,7 +147,7 @@ class Scheduler:
             loaded = await self._load_on(node, spec)
             runner = LoadedRunner(
                 key=spec.key, entry=entry, node=node,
-                client=RunnerClient(self.zctx, loaded.endpoint, self._on_runner_gone),
+                client=RunnerClient(self.zctx, loaded.endpoint),
                 num_parallel=spec.num_parallel,
                 size=loaded.size, size_vram=loaded.size_vram,
                 context_length=loaded.context_length, keep_alive_ns=self.settings.keep_alive_ns,
@@ -243,11 +243,9 @@ class Scheduler:
                     exited.returncode)
         self._drop(runner)
 
-    def _on_runner_gone(self, client: RunnerClient) -> None:
-        """The runner's socket closed: it died, even if its node could not tell us."""
-        runner = next((r for r in self._runners.values() if r.client is client), None)
-        if runner is not None:
-            log.warning("lost the connection to the runner for %s", runner.entry.name.display)
+    def _on_node_restart(self, node: NodeClient) -> None:
+        """A restarted node's runners died with it, whether or not they said so."""
+        for runner in [r for r in self._runners.values() if r.node is node]:
             self._drop(runner)
 
     def _drop(self, runner: LoadedRunner) -> None:

@@ -115,7 +115,15 @@ class RunnerSpec(Struct, omit_defaults=True):
 
 
 class Hello(Struct):
+    """Gateway → node, once a second: a heartbeat the node answers with NodeInfo."""
+
     version: int = WIRE_VERSION
+
+
+class NodeInfo(Struct):
+    """The node's answer to Hello; a new node_id means the node restarted and its runners died."""
+
+    node_id: str
 
 
 class LoadModel(Struct):
@@ -175,6 +183,7 @@ class Kind(enum.IntEnum):
     RUNNER_EXITED = 15
     RUNNER_READY = 16
     RUNNER_FAILED = 17
+    NODE_INFO = 18
 
 
 _TYPES: dict[Kind, type[Struct]] = {
@@ -191,11 +200,12 @@ _TYPES: dict[Kind, type[Struct]] = {
     Kind.RUNNER_EXITED: RunnerExited,
     Kind.RUNNER_READY: RunnerReady,
     Kind.RUNNER_FAILED: RunnerFailed,
+    Kind.NODE_INFO: NodeInfo,
 }
 _KIND_FRAMES: dict[type[Struct], bytes] = {t: bytes([k]) for k, t in _TYPES.items()}
 
 WireMessage = (Submit | Abort | EngineStep | Embed | Embeddings | Hello | LoadModel | ModelLoaded | LoadFailed
-               | UnloadModel | RunnerExited | RunnerReady | RunnerFailed)
+               | UnloadModel | RunnerExited | RunnerReady | RunnerFailed | NodeInfo)
 
 
 class WireCodec:

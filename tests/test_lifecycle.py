@@ -169,10 +169,11 @@ def test_a_killed_worker_node_is_replaced_and_serving_goes_on(make_server) -> No
     client.generate(model="tiny", prompt="hi", options={"num_predict": 1})
     old_node, (old_runner,) = _node_pid(server), server.runner_pids()
     os.kill(old_node, signal.SIGKILL)
-    # The orphaned runner notices its node is gone and exits; the gateway notices the runner's
-    # socket close; the supervisor starts a new node; the next request loads a new runner.
+    # The orphaned runner notices its node is gone and exits; the supervisor starts a new node;
+    # the gateway's heartbeat sees a new node id and drops the runners of the old one.
     assert wait_until(lambda: old_runner not in server.runner_pids())
     assert wait_until(lambda: _safe_node_pid(server) not in (None, old_node))
+    assert wait_until(lambda: loaded_names(server) == [])
     r = client.generate(model="tiny", prompt="hi", options={"num_predict": 3})
     assert r.eval_count == 3
     assert server.runner_pids() and old_runner not in server.runner_pids()

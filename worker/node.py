@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, RunnerExited, RunnerFailed,
-                           RunnerReady, UnloadModel, WireCodec, WireMessage)
+from protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, NodeInfo, RunnerExited,
+                           RunnerFailed, RunnerReady, RunnerSpec, UnloadModel, WireCodec,
+                           WireMessage)
 
 log = logging.getLogger("herd.node")
 
@@ -51,6 +53,7 @@ class WorkerNode:
         self.runners: dict[str, RunnerProcess] = {}
         self.gateways: set[bytes] = set()
         self._counter = 0
+        self.node_id = secrets.token_hex(8)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _runner_bind(self) -> str:
@@ -108,7 +111,7 @@ class WorkerNode:
             elif isinstance(message, UnloadModel):
                 self._release(gateway, message.key)
             elif isinstance(message, Hello):
-                pass
+                await self._send(gateway, NodeInfo(self.node_id))
 
     async def _load(self, gateway: bytes, message: LoadModel) -> None:
         key = message.spec.key
@@ -118,35 +121,32 @@ class WorkerNode:
             await self._send(gateway, self._loaded(message.request_id, runner.ready))
             return
         if runner is None:
+            # Registered, with its first waiter, before the process exists: a fast runner's
+            # RunnerReady can arrive before create_subprocess_exec returns.
+            runner = self.runners[key] = RunnerProcess(key)
+            runner.leases.add(gateway)
+            runner.waiting.append((gateway, message.request_id))
             try:
-                runner = await self._spawn(message)
+                await self._spawn(runner, message.spec)
             except OSError as e:
-                await self._send(gateway, LoadFailed(message.request_id, key, f"cannot start a runner: {e}"))
-                return
+                del self.runners[key]
+                for waiter, request_id in runner.waiting:
+                    await self._send(waiter, LoadFailed(request_id, key, f"cannot start a runner: {e}"))
+            return
         runner.leases.add(gateway)
         runner.waiting.append((gateway, message.request_id))
 
-    async def _spawn(self, message: LoadModel) -> RunnerProcess:
-        spec = message.spec
+    async def _spawn(self, runner: RunnerProcess, spec: RunnerSpec) -> None:
         cmd = [sys.executable, "-m", "worker.runner", "--spec", msgspec.json.encode(spec).decode(),
                "--bind", self._runner_bind(), "--events", self.events_endpoint]
-        # Registered before the process exists: a fast runner's RunnerReady can arrive before
-        # create_subprocess_exec returns, and must find its entry.
-        runner = RunnerProcess(spec.key)
-        self.runners[spec.key] = runner
-        try:
-            runner.process = process = await asyncio.create_subprocess_exec(
-                *cmd, stdin=asyncio.subprocess.DEVNULL)
-        except OSError:
-            del self.runners[spec.key]
-            raise
+        runner.process = process = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.DEVNULL)
         if runner.stop_requested:
             self._terminate(runner)
         log.info("started runner pid %d for %s", process.pid, spec.model_path)
         task = asyncio.create_task(self._watch(runner))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return runner
 
     @staticmethod
     def _loaded(request_id: int, ready: RunnerReady) -> ModelLoaded:
