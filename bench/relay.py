@@ -38,6 +38,7 @@ def synthetic_node(node_ep: str, runner_ep: str, tokens_per_delta: int, stop: th
     """Answers LoadModel with the synthetic runner; the runner streams 'tok ' deltas."""
     ctx = zmq.Context.instance()
     node, runner = ctx.socket(zmq.ROUTER), ctx.socket(zmq.ROUTER)
+    runner.setsockopt(zmq.SNDHWM, 0)  # as the real runner: never drop a step
     node.bind(node_ep)
     runner.bind(runner_ep)
     codec = WireCodec()

@@ -1,7 +1,8 @@
 """Herd's performance suite: Herd against its peers, one run, one table of ratios.
 
     .venv/bin/python bench/suite.py [--streams 1,4,8,16] [--tokens 128] [--skip PEER,...]
-                                    [--quiet-wait 3] [--model-path PATH]
+                                    [--quiet-wait 3] [--retries 1] [--retry-budget 90]
+                                    [--model-path PATH]
 
 Peers, on the same gemma3 270M Q4_K_M file, each measured alone (started, measured, stopped):
   direct        llama-cpp-python in one process (throughput.py's direct worker): Herd's floor
@@ -48,7 +49,9 @@ PEERS = ("direct", "llama-server", "lcp-server", "herd")
 NOISY_CORES = 0.1
 CTX_PER_SLOT = 2048          # llama-server -c 2048*np; Herd OLLAMA_CONTEXT_LENGTH; direct n_ctx
 SERVER_THREADS = 2           # llama-server --threads, lcp-server --n_threads (Herd: its default)
-REPS = 3                     # single-stream decode and TTFT: median of this many
+DECODE_REPS = 5              # single-stream decode: median of this many requests
+REPS = 3                     # TTFT of the long prompt: median of this many
+EMBED_REPS = 1               # 256 texts take ~10 s on 2 cores; one timed batch after a warm-up
 CHAT_TOKENS = 32
 RPS_CONNS, RPS_SECS = 32, 5
 RELAY_RUNS = ((32, 5000), (1, 20000))
@@ -94,6 +97,7 @@ class Report(msgspec.Struct):
     loadavg_before: list[float]
     loadavg_after: list[float]
     duration_s: float
+    phase_s: dict[str, float]
 
 
 class Results:
@@ -105,8 +109,9 @@ class Results:
             **detail) -> None:
         self.figures.append(Figure(peer, metric, round(value, 3), unit, other, detail))
         mark = " (noisy)" if self.figures[-1].noisy else ""
-        print(f"  {peer:<12} {metric:<22} {value:>12,.1f} {unit}  other load {other}{mark}",
-              file=sys.stderr)
+        split = f"  cpu s {detail['cpu_s_by_process']}" if "cpu_s_by_process" in detail else ""
+        print(f"  {peer:<12} {metric:<22} {value:>12,.1f} {unit}  other load {other}{mark}"
+              f"{split}", file=sys.stderr)
 
     def get(self, peer: str, metric: str) -> Figure | None:
         return next((f for f in self.figures if f.peer == peer and f.metric == metric), None)
@@ -136,6 +141,45 @@ class Meter:
         return round(max(busy1 - self.busy0 - (suite_cpu_s() - self.own0), 0.0) / wall, 2)
 
 
+def _proc_name(pid: int) -> str:
+    """A short stable name: `python -m gateway.cli serve` → "gateway.cli serve"."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    if argv and os.path.basename(argv[0]).startswith("python") and "-m" in argv[:-1]:
+        i = argv.index("-m")
+        return " ".join(a for a in argv[i + 1:i + 3] if not a.startswith("-"))
+    return os.path.basename(argv[0]) if argv else str(pid)
+
+
+def tree_cpu_by_name(pid: int) -> dict[str, float]:
+    """CPU seconds of each live process under pid (the server), by name: where a server's
+    time goes (Herd: gateway vs worker node vs runner)."""
+    out: dict[str, float] = {}
+    stack, tick = [pid], os.sysconf("SC_CLK_TCK")
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            name = _proc_name(p)
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack += [int(c) for c in f.read().split()]
+        except (OSError, ValueError, IndexError):
+            continue  # it exited meanwhile
+    return out
+
+
+class CpuSplit:
+    def __init__(self, pid: int) -> None:
+        self.pid, self.before = pid, tree_cpu_by_name(pid)
+
+    def delta(self) -> dict[str, float]:
+        return {k: round(v - self.before.get(k, 0.0), 2)
+                for k, v in tree_cpu_by_name(self.pid).items()}
+
+
 def wait_quiet(max_wait_s: float) -> None:
     """Starts a measurement at a quiet moment if one comes within max_wait_s: other tests may
     be running on this machine; their load is still measured and flagged either way."""
@@ -152,39 +196,62 @@ def _quieter(best: tuple[T, float | None] | None, result: T,
     return (result, other) if best is None or (other or 0.0) < (best[1] or 0.0) else best
 
 
+def _again(best: tuple[T, float | None], attempt: int, took_s: float,
+           args: argparse.Namespace) -> bool:
+    """Whether to repeat a disturbed measurement: up to --retries times, and only while the
+    repeats so far fit in --retry-budget seconds (a noisy machine must not stretch the run
+    without end). took_s, the attempt's duration, predicts the repeat's."""
+    if (best[1] or 0.0) < NOISY_CORES or attempt >= args.retries:
+        return False
+    if took_s > args.retry_left:
+        print(f"    disturbed ({best[1]} cores of other load), no retry budget left",
+              file=sys.stderr)
+        return False
+    args.retry_left -= took_s
+    print(f"    disturbed ({best[1]} cores of other load): repeating", file=sys.stderr)
+    return True
+
+
 def measured_sync(fn: Callable[[int], T], args: argparse.Namespace) -> tuple[T, float | None]:
-    """Runs fn(attempt) at a quiet moment; a run disturbed by other programs is repeated up to
-    --retries times and the least disturbed one kept (the figure still says how disturbed)."""
-    best = None
-    for attempt in range(1 + args.retries):
+    """Runs fn(attempt) at a quiet moment; a run disturbed by other programs is repeated (see
+    _again) and the least disturbed one kept (the figure still says how disturbed)."""
+    best, attempt = None, 0
+    while True:
         wait_quiet(args.quiet_wait)
         meter = Meter()
         best = _quieter(best, fn(attempt), meter.other_cores())
-        if (best[1] or 0.0) < NOISY_CORES:
-            break
-    return best
+        if not _again(best, attempt, time.perf_counter() - meter.t0, args):
+            return best
+        attempt += 1
 
 
 async def measured(fn: Callable[[int], Awaitable[T]],
                    args: argparse.Namespace) -> tuple[T, float | None]:
     """measured_sync for a coroutine. fn gets the attempt number so that a repeat can use
     prompts the server has not cached yet."""
-    best = None
-    for attempt in range(1 + args.retries):
+    best, attempt = None, 0
+    while True:
         await asyncio.to_thread(wait_quiet, args.quiet_wait)
         meter = Meter()
         best = _quieter(best, await fn(attempt), meter.other_cores())
-        if (best[1] or 0.0) < NOISY_CORES:
-            break
-    return best
+        if not _again(best, attempt, time.perf_counter() - meter.t0, args):
+            return best
+        attempt += 1
+
+
+async def with_split(pid: int, work: Awaitable[T]) -> tuple[T, dict[str, float]]:
+    """work's result and the CPU seconds each server process spent while it ran."""
+    split = CpuSplit(pid)
+    result = await work
+    return result, split.delta()
 
 
 # ---------------------------------------------------------------- direct llama-cpp-python
 
 
-def direct_worker(mode: str, model_path: str, *extra: str) -> dict:
+def direct_worker(mode: str, model_path: str, reps: int, *extra: str) -> dict:
     cmd = [sys.executable, str(Path(__file__).with_name("suite_direct.py")), mode,
-           "--model-path", model_path, "--reps", str(REPS), *extra]
+           "--model-path", model_path, "--reps", str(reps), *extra]
     proc = subprocess.run(cmd, capture_output=True, cwd=ROOT, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"suite_direct.py {mode} exited {proc.returncode}: "
@@ -193,8 +260,8 @@ def direct_worker(mode: str, model_path: str, *extra: str) -> dict:
 
 
 def direct_phase(res: Results, model_path: str, args: argparse.Namespace) -> None:
-    out, other = measured_sync(lambda _: direct_worker("decode", model_path, "--tokens",
-                                                       str(args.tokens)), args)
+    out, other = measured_sync(lambda _: direct_worker("decode", model_path, DECODE_REPS,
+                                                       "--tokens", str(args.tokens)), args)
     res.add("direct", "decode_tok_s", statistics.median(out["decode_tok_s"]), "tok/s", other,
             runs=out["decode_tok_s"])
     for n in args.streams:
@@ -202,10 +269,11 @@ def direct_phase(res: Results, model_path: str, args: argparse.Namespace) -> Non
         (r,), other = measured_sync(lambda _: run_direct(model_path, [n], args.tokens), args)
         res.add("direct", f"agg_tok_s@{n}", r.tok_s, "tok/s", other, tokens=r.tokens,
                 wall_s=r.wall_s, ttft_ms_mean=r.ttft_ms_mean)
-    out, other = measured_sync(lambda _: direct_worker("ttft", model_path), args)
+    out, other = measured_sync(lambda _: direct_worker("ttft", model_path, REPS), args)
     res.add("direct", "ttft_long_ms", statistics.median(out["ttft_s"]) * 1000, "ms", other,
             runs_ms=[t * 1000 for t in out["ttft_s"]], prompt_tokens=out["prompt_tokens"])
-    out, other = measured_sync(lambda _: direct_worker("embed", model_path), args)
+    out, other = measured_sync(lambda _: direct_worker("embed", model_path, EMBED_REPS),
+                               args)
     res.add("direct", "embed_texts_s", out["texts_s"], "texts/s", other, wall_s=out["wall_s"])
 
 
@@ -223,7 +291,7 @@ async def warm_up(client: Client) -> None:
 
 
 async def single_stream(client: Client, tokens: int) -> list[Stream]:
-    return [await client.complete(prompt_for(rep), rep, tokens) for rep in range(REPS)]
+    return [await client.complete(prompt_for(rep), rep, tokens) for rep in range(DECODE_REPS)]
 
 
 async def aggregate(client: Client, n: int, tokens: int) -> tuple[float, list[Stream]]:
@@ -250,18 +318,21 @@ async def multi_turn(client: Client, run: int) -> list[Stream]:
     return turns
 
 
-async def generation_workloads(res: Results, peer: str, client: Client,
+async def generation_workloads(res: Results, peer: str, client: Client, server: Server,
                                args: argparse.Namespace) -> None:
-    runs, other = await measured(lambda _: single_stream(client, args.tokens), args)
+    pid = server.proc.pid
+    (runs, split), other = await measured(
+        lambda _: with_split(pid, single_stream(client, args.tokens)), args)
     res.add(peer, "decode_tok_s", statistics.median(s.decode_tok_s for s in runs), "tok/s",
             other, runs=[round(s.decode_tok_s, 2) for s in runs],
-            tokens=[s.tokens for s in runs])
+            tokens=[s.tokens for s in runs], cpu_s_by_process=split)
     for n in args.streams:
-        (rate, streams), other = await measured(lambda _: aggregate(client, n, args.tokens),
-                                                args)
+        ((rate, streams), split), other = await measured(
+            lambda _: with_split(pid, aggregate(client, n, args.tokens)), args)
         res.add(peer, f"agg_tok_s@{n}", rate, "tok/s", other,
                 tokens=sum(s.tokens for s in streams),
-                ttft_ms_mean=round(statistics.fmean(s.ttft_s for s in streams) * 1000, 1))
+                ttft_ms_mean=round(statistics.fmean(s.ttft_s for s in streams) * 1000, 1),
+                cpu_s_by_process=split)
     runs, other = await measured(lambda a: ttft_long(client, a), args)
     res.add(peer, "ttft_long_ms", statistics.median(s.ttft_s for s in runs) * 1000, "ms", other,
             runs_ms=[round(s.ttft_s * 1000, 1) for s in runs],
@@ -296,7 +367,7 @@ async def embed_workload(res: Results, session: aiohttp.ClientSession, base: str
     texts = embed_texts()
     await herd_embed(session, base, texts[:8])  # creates the runner's embedding context
     walls, other = await measured(
-        lambda _: _gather_seq([lambda: herd_embed(session, base, texts)] * REPS), args)
+        lambda _: _gather_seq([lambda: herd_embed(session, base, texts)] * EMBED_REPS), args)
     res.add("herd", "embed_texts_s", len(texts) / min(walls), "texts/s", other,
             wall_s=[round(w, 3) for w in walls])
 
@@ -358,7 +429,7 @@ async def server_phase(res: Results, peer: str, server_cm, make_client, args: ar
             client = make_client(session, server)
             await wait_ready(session, server, client.ready_path)
             await warm_up(client)
-            await generation_workloads(res, peer, client, args)
+            await generation_workloads(res, peer, client, server, args)
             if chat:
                 await chat_workload(res, peer, client, args)
             if peer == "herd":
@@ -393,14 +464,19 @@ def relay_phase(res: Results, args: argparse.Namespace) -> None:
         if proc.returncode != 0 or not m:
             raise RuntimeError(f"relay.py exited {proc.returncode}: {proc.stdout[-500:]}"
                                f"{proc.stderr[-1500:]}")
+        lines = re.search(r"(\d+) NDJSON lines \(([\d.]+) tokens per line", proc.stdout)
+        # gateway_cpu_s comes from /proc in 10 ms ticks: a figure from 0.2 s is only ±5%.
         res.add("herd", f"relay@{streams}x{tokens}", float(m.group(3).replace(",", "")),
                 "tok/s/core", other, wall_tok_s=float(m.group(1).replace(",", "")),
-                gateway_cpu_s=float(m.group(2)))
+                gateway_cpu_s=float(m.group(2)), ndjson_lines=lines and int(lines.group(1)),
+                tokens_per_line=lines and float(lines.group(2)))
 
 
 def run_peer(res: Results, peer: str, model_path: str, args: argparse.Namespace,
-             logs: str) -> None:
+             logs: str) -> float:
+    """Measures one peer (or the relay); returns the seconds it took."""
     print(f"[{peer}]", file=sys.stderr)
+    t0 = time.perf_counter()
     try:
         if peer == "direct":
             direct_phase(res, model_path, args)
@@ -413,6 +489,9 @@ def run_peer(res: Results, peer: str, model_path: str, args: argparse.Namespace,
     except Exception as e:  # a missing peer must not cost the others' figures
         res.errors[peer] = f"{type(e).__name__}: {e}"
         print(f"  {peer} failed: {res.errors[peer]}", file=sys.stderr)
+    took = round(time.perf_counter() - t0, 1)
+    print(f"  ({took:.0f}s)", file=sys.stderr)
+    return took
 
 
 # ---------------------------------------------------------------- checks and table
@@ -522,10 +601,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds to wait for a quiet machine before each measurement")
     p.add_argument("--retries", type=int, default=1,
                    help="repeat a measurement disturbed by other programs up to this many times")
+    p.add_argument("--retry-budget", type=float, default=90.0,
+                   help="at most this many seconds in all spent repeating measurements")
     p.add_argument("--model-path", default="", help="GGUF (default: Herd's gemma3 270m file)")
     a = p.parse_args(argv)
     a.streams = [int(s) for s in a.streams.split(",") if s.strip()]
     a.skip = {s.strip() for s in a.skip.split(",") if s.strip()}
+    a.retry_left = a.retry_budget
     return a
 
 
@@ -537,9 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     logs = str(OUT_DIR / f"suite-{stamp.strftime('%Y%m%d-%H%M%S')}")
     load_before, t0 = list(os.getloadavg()), time.perf_counter()
     res = Results()
-    for peer in (*PEERS, "relay"):
-        if peer not in args.skip:
-            run_peer(res, peer, model_path, args, logs)
+    phase_s = {peer: run_peer(res, peer, model_path, args, logs)
+               for peer in (*PEERS, "relay") if peer not in args.skip}
     checks = make_checks(res, args.streams)
     print(table(checks))
     for peer, err in res.errors.items():
@@ -549,11 +630,13 @@ def main(argv: list[str] | None = None) -> int:
                      "tokens": args.tokens, "ctx_per_slot": CTX_PER_SLOT,
                      "server_threads": SERVER_THREADS, "direct_threads": DIRECT_THREADS,
                      "direct_ctx": DIRECT_CTX, "herd_num_threads": "unset (Herd default)",
-                     "herd_num_parallel": max(args.streams), "reps": REPS,
+                     "herd_num_parallel": max(args.streams), "decode_reps": DECODE_REPS,
+                     "ttft_reps": REPS, "embed_reps": EMBED_REPS,
                      "chat_tokens": CHAT_TOKENS, "skip": sorted(args.skip),
-                     "quiet_wait_s": args.quiet_wait, "retries": args.retries},
+                     "quiet_wait_s": args.quiet_wait, "retries": args.retries,
+                     "retry_budget_s": args.retry_budget},
                     versions(), res.errors, checks, res.figures, load_before,
-                    list(os.getloadavg()), round(time.perf_counter() - t0, 1))
+                    list(os.getloadavg()), round(time.perf_counter() - t0, 1), phase_s)
     path = Path(f"{logs}.json")
     path.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2))
     print(f"wrote {path} (server logs {logs}-<peer>.log), {report.duration_s:.0f}s",

@@ -11,6 +11,9 @@ import asyncio
 from protocol.wire import FinishReason, RequestOutput
 
 
+MAX_CHUNK_CHARS = 64 * 1024
+
+
 class RequestStream:
     __slots__ = ("req_id", "_parts", "_final", "_error", "_status", "_event")
 
@@ -50,6 +53,12 @@ class RequestStream:
         self._event.clear()
         text = "".join(self._parts)
         self._parts.clear()
+        if len(text) > MAX_CHUNK_CHARS:
+            # Merged text for a client far behind stays in lines clients can read (aiohttp's
+            # reader refuses lines over 512 KiB); the rest comes with the next call.
+            self._parts.append(text[MAX_CHUNK_CHARS:])
+            self._event.set()
+            return text[:MAX_CHUNK_CHARS], None
         if self._error and not text:
             raise StreamFailed(self._error, self._status)
         return text, self._final

@@ -21,6 +21,7 @@ class RunnerClient:
         self.codec = WireCodec()
         self.sock = zctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)  # never drop a step's text (see worker/runner.py)
         # A runner never comes back on the same endpoint: no point in reconnecting.
         self.sock.setsockopt(zmq.RECONNECT_IVL, -1)
         self.streams: dict[int, RequestStream] = {}

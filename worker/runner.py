@@ -71,6 +71,9 @@ class Runner:
         self.sock = self.zctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        # A ROUTER drops messages for a peer whose queue is full: a gateway stalled for a few
+        # seconds would silently lose text. No high-water mark: a slow gateway costs memory.
+        self.sock.setsockopt(zmq.SNDHWM, 0)
         self.bind = bind
         self.parent = os.getppid()
         self.model: LlamaModel | None = None
