@@ -59,8 +59,10 @@ class RequestStream:
             self._parts.append(text[MAX_CHUNK_CHARS:])
             self._event.set()
             return text[:MAX_CHUNK_CHARS], None
-        if self._error and not text:
-            raise StreamFailed(self._error, self._status)
+        if self._error:
+            if not text:
+                raise StreamFailed(self._error, self._status)
+            self._event.set()  # the text first; the error on the next call, without waiting
         return text, self._final
 
 
