@@ -100,8 +100,8 @@ class HerdServer:
     def client(self, timeout: float = 120.0) -> ollama.Client:
         return ollama.Client(host=self.url, timeout=timeout)
 
-    def runner_pids(self) -> list[int]:
-        """PIDs of this server's runner processes (their socket lives in our run dir)."""
+    def _pids(self, *markers: bytes) -> list[int]:
+        """PIDs of processes of this server whose command line has every marker."""
         pids = []
         for proc in pathlib.Path("/proc").iterdir():
             if not proc.name.isdigit():
@@ -110,9 +110,19 @@ class HerdServer:
                 cmdline = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"worker.runner" in cmdline and any(str(self.run_dir).encode() in a for a in cmdline):
+            if any(str(self.run_dir).encode() in a for a in cmdline) and all(
+                    m in cmdline for m in markers):
                 pids.append(int(proc.name))
         return pids
+
+    def runner_pids(self) -> list[int]:
+        """PIDs of this server's runner processes (their socket lives in our run dir)."""
+        return self._pids(b"worker.runner")
+
+    def node_pid(self) -> int | None:
+        """PID of the worker node `herd serve` started, if one is running."""
+        pids = self._pids(b"worker", b"--exit-with-parent")
+        return pids[0] if pids else None
 
     def create_model(self, name: str, gguf_path: pathlib.Path) -> None:
         client = self.client()

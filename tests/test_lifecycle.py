@@ -147,40 +147,18 @@ def _cpu_ticks(pid: int) -> int:
         return 0
 
 
-def _node_pid(server) -> int:
-    import pathlib
-
-    for proc in pathlib.Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"worker" in cmdline and any(str(server.run_dir).encode() in a for a in cmdline) \
-                and b"--exit-with-parent" in cmdline:
-            return int(proc.name)
-    raise AssertionError("no worker node found")
-
-
 def test_a_killed_worker_node_is_replaced_and_serving_goes_on(make_server) -> None:
     server = make_server()
     client = server.client()
     client.generate(model="tiny", prompt="hi", options={"num_predict": 1})
-    old_node, (old_runner,) = _node_pid(server), server.runner_pids()
+    old_node, (old_runner,) = server.node_pid(), server.runner_pids()
+    assert old_node is not None
     os.kill(old_node, signal.SIGKILL)
     # The orphaned runner notices its node is gone and exits; the supervisor starts a new node;
     # the gateway's heartbeat sees a new node id and drops the runners of the old one.
     assert wait_until(lambda: old_runner not in server.runner_pids())
-    assert wait_until(lambda: _safe_node_pid(server) not in (None, old_node))
+    assert wait_until(lambda: server.node_pid() not in (None, old_node))
     assert wait_until(lambda: loaded_names(server) == [])
     r = client.generate(model="tiny", prompt="hi", options={"num_predict": 3})
     assert r.eval_count == 3
     assert server.runner_pids() and old_runner not in server.runner_pids()
-
-
-def _safe_node_pid(server) -> int | None:
-    try:
-        return _node_pid(server)
-    except AssertionError:
-        return None
