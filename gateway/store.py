@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import msgspec
