@@ -161,3 +161,13 @@ def test_lora_adapter_is_applied_at_load_time(server, tmp_path) -> None:
     assert tuned != base
     r = create(server, model="two", **{"from": "tiny"}, adapters={"a.gguf": digest, "b.gguf": digest})
     assert (r.status_code, r.json()) == (400, {"error": "only one adapter is currently supported"})
+
+
+def test_lora_adapter_also_shapes_embeddings(server, tmp_path) -> None:
+    from tiny_models import write_tiny_lora
+
+    digest = server.client().create_blob(write_tiny_lora(tmp_path / "lora-e.gguf"))
+    assert create(server, model="tuned-e", **{"from": "tiny"}, adapters={"l.gguf": digest}).status_code == 200
+    base = httpx.post(server.url + "/api/embed", json={"model": "tiny", "input": "hello"}).json()
+    tuned = httpx.post(server.url + "/api/embed", json={"model": "tuned-e", "input": "hello"}).json()
+    assert base["embeddings"][0] != tuned["embeddings"][0]

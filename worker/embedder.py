@@ -7,13 +7,14 @@ import llama_cpp as L
 import numpy as np
 
 from worker.engine import RequestError
-from worker.llama_model import LlamaModel
+from worker.llama_model import LlamaModel, LoraAdapter, apply_adapters
 
 _MAX_SEQS_PER_BATCH = 32
 
 
 class Embedder:
-    def __init__(self, model: LlamaModel, *, max_tokens: int, n_threads: int) -> None:
+    def __init__(self, model: LlamaModel, *, max_tokens: int, n_threads: int,
+                 adapters: list[LoraAdapter] | None = None) -> None:
         self.model = model
         self.max_tokens = max_tokens
         arch = model.meta("general.architecture") or ""
@@ -34,6 +35,7 @@ class Embedder:
         self.ctx = L.llama_init_from_model(model.ptr, params)
         if not self.ctx:
             raise RuntimeError("unable to create the embedding context")
+        apply_adapters(self.ctx, adapters or [])
         self.memory = L.llama_get_memory(self.ctx)
         self.dim = L.llama_model_n_embd(model.ptr)
         self.batch = L.llama_batch_init(self.n_batch, 0, 1)

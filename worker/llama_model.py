@@ -111,6 +111,16 @@ class LoraAdapter:
             raise ModelLoadError(f"unable to load LoRA adapter: {path}")
 
 
+def apply_adapters(ctx: L.llama_context_p, adapters: list[LoraAdapter]) -> None:
+    """Applies LoRA adapters (scale 1) to a context; every context of a runner gets them."""
+    if not adapters:
+        return
+    handles = (L.llama_adapter_lora_p_ctypes * len(adapters))(*(a.ptr for a in adapters))
+    scales = (ctypes.c_float * len(adapters))(*(1.0 for _ in adapters))
+    if L.llama_set_adapters_lora(ctx, handles, len(adapters), scales) != 0:
+        raise ModelLoadError("unable to apply the LoRA adapters")
+
+
 class LlamaContext:
     """One llama.cpp context with `n_seq` sequences of `n_ctx_seq` tokens each."""
 
@@ -141,12 +151,7 @@ class LlamaContext:
             self.ptr = None
 
     def apply_adapters(self, adapters: list[LoraAdapter]) -> None:
-        if not adapters:
-            return
-        handles = (L.llama_adapter_lora_p_ctypes * len(adapters))(*(a.ptr for a in adapters))
-        scales = (ctypes.c_float * len(adapters))(*(1.0 for _ in adapters))
-        if L.llama_set_adapters_lora(self.ptr, handles, len(adapters), scales) != 0:
-            raise ModelLoadError("unable to apply the LoRA adapters")
+        apply_adapters(self.ptr, adapters)
 
     def forget(self, seq_id: int, from_pos: int = 0) -> int:
         """Drops the sequence's KV cells from `from_pos` on; returns how many cells remain.

@@ -47,12 +47,14 @@ def thread_count(spec: RunnerSpec) -> int:
     return spec.num_threads if spec.num_threads > 0 else len(os.sched_getaffinity(0))
 
 
-def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None) -> tuple[LlamaModel, BatchEngine]:
+def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None,
+                adapters: list[LoraAdapter] | None = None) -> tuple[LlamaModel, BatchEngine]:
     model = model or LlamaModel(spec.model_path, n_gpu_layers=spec.num_gpu_layers)
     n_ctx = context_length(spec, model)
     ctx = LlamaContext(model, n_ctx_seq=n_ctx, n_seq=max(spec.num_parallel, 1),
                        n_batch=spec.num_batch, n_threads=thread_count(spec))
-    ctx.apply_adapters([LoraAdapter(model, path) for path in spec.adapters])
+    ctx.apply_adapters(adapters if adapters is not None else
+                       [LoraAdapter(model, path) for path in spec.adapters])
     family = spec.family or (model.meta("general.architecture") or "")
     template = ChatTemplate.for_model(model.meta("tokenizer.chat_template"), family,
                                       bos_token=model.token_text(model.bos),
@@ -78,6 +80,7 @@ class Runner:
         self.parent = os.getppid()
         self.model: LlamaModel | None = None
         self.embedder: Embedder | None = None
+        self.adapters: list[LoraAdapter] = []
 
     def _emit(self, client: bytes, outputs: list[RequestOutput]) -> None:
         self.sock.send_multipart([client, *self.codec.encode(EngineStep(outputs))])
@@ -85,9 +88,10 @@ class Runner:
     def run(self) -> int:
         try:
             self.model = LlamaModel(self.spec.model_path, n_gpu_layers=self.spec.num_gpu_layers)
+            self.adapters = [LoraAdapter(self.model, path) for path in self.spec.adapters]
             # Embedding-only models (BERT) cannot generate: they get no generation context.
             engine = None if is_embedding_model(self.model) else load_engine(
-                self.spec, self._emit, self.model)[1]
+                self.spec, self._emit, self.model, self.adapters)[1]
             self.sock.bind(self.bind)
         except Exception as e:  # report load failures to the node, which answers the gateway
             traceback.print_exc()
@@ -115,7 +119,7 @@ class Runner:
         try:
             if self.embedder is None:
                 self.embedder = Embedder(self.model, max_tokens=context_length(self.spec, self.model),
-                                         n_threads=thread_count(self.spec))
+                                         n_threads=thread_count(self.spec), adapters=self.adapters)
             vectors, tokens = self.embedder.embed(message.inputs, truncate=message.truncate)
             reply = Embeddings(message.req_id, dim=vectors.shape[1], vectors=vectors.tobytes(),
                                prompt_tokens=tokens)
