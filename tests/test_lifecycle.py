@@ -9,7 +9,6 @@ import threading
 
 import httpx
 import ollama
-import pytest
 
 from herd_server import wait_until
 
