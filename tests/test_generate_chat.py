@@ -18,7 +18,7 @@ def test_generate_streaming_equals_non_streaming_at_temperature_0(server) -> Non
     client = server.client()
     whole = client.generate(model="tiny", prompt="hello world", options=GREEDY, stream=False)
     chunks = list(client.generate(model="tiny", prompt="hello world", options=GREEDY, stream=True))
-    assert len(chunks) > 2
+    assert len(chunks) >= 2  # deltas merge for a reader that is behind: the count varies
     assert all(not c.done for c in chunks[:-1])
     assert "".join(c.response for c in chunks) == whole.response
     assert whole.response.strip()

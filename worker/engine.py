@@ -52,7 +52,9 @@ class Sequence:
 
     @property
     def prefilling(self) -> bool:
-        return self.slot is not None and len(self.slot.tokens) < len(self.prompt)
+        # The last prompt token is not prefilled: it is decoded like a generated token (see
+        # BatchEngine._admit), so its logits never depend on how the prefix was batched.
+        return self.slot is not None and len(self.slot.tokens) < len(self.prompt) - 1
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -187,6 +189,9 @@ class BatchEngine:
                 del slot.tokens[self.ctx.forget(slot.seq_id, reuse):]
             slot.busy = True
             seq.slot = slot
+            # Decoding the last prompt token on its own, whether the prefix came from the cache
+            # or was just computed, keeps greedy and seeded answers identical across requests.
+            seq.next_token = seq.prompt[-1]
             seq.t_admit = time.perf_counter_ns()
             self._running.append(seq)
 
@@ -212,16 +217,12 @@ class BatchEngine:
             slot = seq.slot
             assert slot is not None
             start = len(slot.tokens)
-            chunk = seq.prompt[start:start + budget]
-            last = start + len(chunk) == len(seq.prompt)
+            chunk = seq.prompt[start:min(start + budget, len(seq.prompt) - 1)]
             for i, tok in enumerate(chunk):
-                self._put(n, tok, start + i, slot.seq_id, last and i == len(chunk) - 1)
+                self._put(n, tok, start + i, slot.seq_id, False)
                 n += 1
             slot.tokens.extend(chunk)
             budget -= len(chunk)
-            if last:
-                seq.batch_index = n - 1
-                in_batch.append(seq)
         batch.n_tokens = n
         if n == 0:
             return
