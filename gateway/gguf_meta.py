@@ -21,7 +21,6 @@ class GGUFSummary(Struct):
     file_type: str
     parameter_count: int
     context_length: int
-    has_chat_template: bool
     pooling: bool
     chat_template: str = ""
     vision: bool = False
@@ -139,7 +138,6 @@ def read_summary(path: str) -> GGUFSummary:
         file_type=file_type_name(file_type if isinstance(file_type, int) else None),
         parameter_count=declared if isinstance(declared, int) and declared > 0 else params,
         context_length=int(ctx) if isinstance(ctx, int) else 0,
-        has_chat_template="tokenizer.chat_template" in meta,
         pooling=f"{arch}.pooling_type" in meta,
         chat_template=str(meta.get("tokenizer.chat_template", "")),
         vision=any(key.endswith("vision.block_count") for key in meta),

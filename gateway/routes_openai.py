@@ -18,7 +18,7 @@ from gateway.inference import (DONE_REASONS, format_text, generate, request_keep
 from gateway.routes_embed import embed_texts, normalise
 from gateway.routes_generate import jinja_template, require_completion
 from gateway.state import STATE, GatewayState
-from gateway.store import ModelEntry, model_name_or_400
+from gateway.store import ModelEntry, model_name_or_400, run_blocking
 from protocol.api import Metrics, Options, merge_options
 from protocol.openai import (AssistantOut, ChatChoice, ChatCompletion, ChatCompletionChunk,
                              ChatCompletionRequest, ChunkChoice, Completion, CompletionChoice,
@@ -219,12 +219,8 @@ def _card(entry: ModelEntry, shown: str) -> ModelCard:
 
 @routes.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
-    store = request.app[STATE].store
-    cards = []
-    for listed in store.list_models():
-        entry = store.resolve(model_name_or_400(listed.name))
-        cards.append(_card(entry, listed.name))
-    return json_response(ModelList(cards))
+    entries = await run_blocking(request.app[STATE].store.entries)
+    return json_response(ModelList([_card(e, e.name.display) for e in entries]))
 
 
 @routes.get("/v1/models/{model:.+}")

@@ -213,6 +213,9 @@ class ModelStore:
 
     def _existing_manifest_path(self, name: ModelName) -> str | None:
         """Lookup is case-insensitive against the names on disk, like Ollama's."""
+        exact = self._manifest_path(name)
+        if os.path.isfile(exact):  # the usual case: no directory listing per request
+            return exact
         path = self.manifests_dir
         for part in name.parts():
             try:
@@ -347,25 +350,24 @@ class ModelStore:
         with open(self.blob_path(digest), "rb") as f:
             return f.read()
 
+    def entries(self) -> list[ModelEntry]:
+        """Every complete model in the store, newest first."""
+        found: list[ModelEntry] = []
+        for path in self._manifest_paths():
+            rel = os.path.relpath(path, self.manifests_dir).split(os.sep)
+            if len(rel) != 4:
+                continue
+            try:
+                found.append(self.resolve(ModelName(*rel)))
+            except (NotFound, OSError):
+                continue
+        return sorted(found, key=lambda entry: entry.modified_at, reverse=True)
+
     def list_models(self) -> list[ListedModel]:
-        listed: list[tuple[float, ListedModel]] = []
-        for dirpath, _, files in os.walk(self.manifests_dir):
-            for tag in files:
-                if tag.startswith(".tmp-"):
-                    continue
-                rel = os.path.relpath(os.path.join(dirpath, tag), self.manifests_dir).split(os.sep)
-                if len(rel) != 4:
-                    continue
-                try:
-                    entry = self.resolve(ModelName(*rel))
-                except (NotFound, OSError):
-                    continue
-                display = entry.name.display
-                listed.append((entry.modified_at, ListedModel(
-                    name=display, model=display, modified_at=format_time(entry.modified_at),
-                    size=entry.size, digest=entry.manifest_digest, details=entry.details)))
-        listed.sort(key=lambda pair: pair[0], reverse=True)
-        return [model for _, model in listed]
+        return [ListedModel(name=e.name.display, model=e.name.display,
+                            modified_at=format_time(e.modified_at), size=e.size,
+                            digest=e.manifest_digest, details=e.details)
+                for e in self.entries()]
 
     # -- create ----------------------------------------------------------------------------
 

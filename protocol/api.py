@@ -242,8 +242,6 @@ class StatusChunk(Struct, omit_defaults=True):
     completed: int | None = None
 
 
-json_encoder = msgspec.json.Encoder()
-
 
 class EmbedRequest(Struct, omit_defaults=True):
     model: str = ""

@@ -39,7 +39,6 @@ def test_summary_of_an_f32_llama(tiny_f32: pathlib.Path) -> None:
         file_type="F32",
         parameter_count=tensor_elements(tiny_f32),
         context_length=1024,
-        has_chat_template=True,
         pooling=False,
         chat_template=CHATML_TEMPLATE,
         vision=False,
@@ -51,7 +50,7 @@ def test_summary_of_an_f16_llama_without_template(tiny_f16: pathlib.Path) -> Non
     assert summary.architecture == "llama"
     assert summary.file_type == "F16"
     assert summary.context_length == 2048
-    assert summary.has_chat_template is False
+    assert summary.chat_template == ""
 
 
 def test_parameter_count_is_the_sum_of_tensor_elements(tiny_f32: pathlib.Path,

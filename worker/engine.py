@@ -182,9 +182,10 @@ class BatchEngine:
             if not free:
                 return
             seq = self._waiting.popleft()
-            slot = max(free, key=lambda s: _common_prefix(s.tokens, seq.prompt))
+            shared, slot = max(((_common_prefix(s.tokens, seq.prompt), s) for s in free),
+                               key=lambda pair: pair[0])
             # At least the last prompt token is decoded again: its logits start the answer.
-            reuse = min(_common_prefix(slot.tokens, seq.prompt), len(seq.prompt) - 1)
+            reuse = min(shared, len(seq.prompt) - 1)
             if reuse < len(slot.tokens):
                 del slot.tokens[self.ctx.forget(slot.seq_id, reuse):]
             slot.busy = True
