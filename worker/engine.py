@@ -49,6 +49,7 @@ class Sequence:
     t_admit: int = 0
     t_first: int = 0
     batch_index: int = -1
+    on_device: bool = False  # its chain runs inside llama_decode (llama_set_sampler)
 
     @property
     def prefilling(self) -> bool:
@@ -67,8 +68,11 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 class BatchEngine:
     def __init__(self, model: LlamaModel, ctx: LlamaContext, template: ChatTemplate,
-                 emit: Emit) -> None:
+                 emit: Emit, *, device_sampling: bool = False) -> None:
         self.model = model
+        # Sampling in the decode graph: on a GPU it spares copying 262k logits per sequence to
+        # the host and sampling them there; on a CPU it measured slower (bench/RESULTS.md).
+        self.device_sampling = device_sampling
         self.ctx = ctx
         self.template = template
         self._emit = emit
@@ -82,6 +86,7 @@ class BatchEngine:
 
     def close(self) -> None:
         for seq in list(self._by_key.values()):
+            self._detach(seq)
             seq.chain.close()
         L.llama_batch_free(self._batch)
 
@@ -194,6 +199,8 @@ class BatchEngine:
             # or was just computed, keeps greedy and seeded answers identical across requests.
             seq.next_token = seq.prompt[-1]
             seq.t_admit = time.perf_counter_ns()
+            if self.device_sampling and seq.chain.device_capable:
+                seq.on_device = bool(L.llama_set_sampler(self.ctx.ptr, slot.seq_id, seq.chain.ptr))
             self._running.append(seq)
 
     def _decode_and_sample(self) -> None:
@@ -244,7 +251,10 @@ class BatchEngine:
         b.logits[i] = logits
 
     def _sample(self, seq: Sequence, now: int) -> None:
-        token = seq.chain.sample(self.ctx.ptr, seq.batch_index)
+        if seq.on_device:
+            token = seq.chain.sample_on_device(self.ctx.ptr, seq.batch_index)
+        else:
+            token = seq.chain.sample(self.ctx.ptr, seq.batch_index)
         if not seq.t_first:
             seq.t_first = now
         if self.model.is_eog(token):
@@ -269,6 +279,7 @@ class BatchEngine:
 
     def _finish(self, seq: Sequence, reason: FinishReason, error: str = "") -> None:
         self._by_key.pop((seq.client, seq.req.req_id), None)
+        self._detach(seq)
         if seq.slot is not None:
             seq.slot.busy = False
             seq.slot = None
@@ -288,6 +299,12 @@ class BatchEngine:
             context=(seq.prompt + seq.generated_tokens) if seq.req.return_context else None,
             error=error, error_status=500 if error else 0)
         self._out(seq.client, out)
+
+    def _detach(self, seq: Sequence) -> None:
+        # The context keeps a pointer to an attached chain: detach it before the chain is freed.
+        if seq.on_device and seq.slot is not None:
+            L.llama_set_sampler(self.ctx.ptr, seq.slot.seq_id, None)
+            seq.on_device = False
 
     def _fail_batch(self, rc: int) -> None:
         # The KV state of every sequence in a failed batch is unknown: drop it all.

@@ -7,10 +7,12 @@ failed to load), and otherwise loops: drain every waiting message, run one engin
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 import os
 import sys
 import traceback
 
+import llama_cpp as L
 import zmq
 
 from protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, RequestOutput,
@@ -47,6 +49,17 @@ def thread_count(spec: RunnerSpec) -> int:
     return spec.num_threads if spec.num_threads > 0 else len(os.sched_getaffinity(0))
 
 
+def device_sampling(spec: RunnerSpec, environ: Mapping[str, str] = os.environ) -> bool:
+    """HERD_DEVICE_SAMPLING=on|off|auto (default): sample inside the decode graph. Auto turns it on
+    where layers live on a GPU; it is a property of the worker's host, hence the runner's env."""
+    choice = environ.get("HERD_DEVICE_SAMPLING", "auto").strip().lower()
+    if choice in ("1", "on", "true", "yes"):
+        return True
+    if choice in ("0", "off", "false", "no"):
+        return False
+    return bool(L.llama_supports_gpu_offload()) and spec.num_gpu_layers != 0
+
+
 def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None,
                 adapters: list[LoraAdapter] | None = None) -> tuple[LlamaModel, BatchEngine]:
     model = model or LlamaModel(spec.model_path, n_gpu_layers=spec.num_gpu_layers)
@@ -59,7 +72,8 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None,
     template = ChatTemplate.for_model(model.meta("tokenizer.chat_template"), family,
                                       bos_token=model.token_text(model.bos),
                                       eos_token=model.token_text(model.eos))
-    return model, BatchEngine(model, ctx, template, emit)
+    return model, BatchEngine(model, ctx, template, emit,
+                              device_sampling=device_sampling(spec))
 
 
 class Runner:

@@ -29,8 +29,12 @@ class SamplerChain:
     def __init__(self, params: SamplingParams, *, n_vocab: int, n_ctx: int,
                  vocab: L.llama_vocab_p | None = None) -> None:
         self.ptr = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        # llama.cpp runs the longest prefix of backend-capable samplers inside the decode graph;
+        # grammar and penalties are not capable, and as the first link they would leave nothing.
+        self.device_capable = True
         add = lambda s: L.llama_sampler_chain_add(self.ptr, s)  # noqa: E731
         if params.format:
+            self.device_capable = False
             grammar = L.llama_sampler_init_grammar(vocab, format_grammar(params.format).encode(),
                                                    b"root")
             if not grammar:  # the binding does not check: a bad grammar comes back as NULL
@@ -41,6 +45,7 @@ class SamplerChain:
         penalised = (params.repeat_penalty != 1.0 or params.presence_penalty != 0.0
                      or params.frequency_penalty != 0.0)
         if last_n > 0 and penalised:
+            self.device_capable = False
             add(L.llama_sampler_init_penalties(n_vocab, last_n, params.repeat_penalty,
                                                params.frequency_penalty, params.presence_penalty))
         if params.temperature <= 0.0:
@@ -60,7 +65,17 @@ class SamplerChain:
 
     def sample(self, ctx: L.llama_context_p, batch_index: int) -> int:
         # Applies the chain to the logits at batch_index and accepts the token (penalty history).
+        # For a chain attached to the context it picks up what the graph already sampled.
         return L.llama_sampler_sample(self.ptr, ctx, batch_index)
+
+    def sample_on_device(self, ctx: L.llama_context_p, batch_index: int) -> int:
+        """For a chain attached with llama_set_sampler: the token the decode graph drew, without
+        llama_sampler_sample's look at logits, probabilities and candidates."""
+        token = L.llama_get_sampled_token_ith(ctx, batch_index)
+        if token < 0:  # only a prefix of the chain ran in the graph: finish it on the CPU
+            return self.sample(ctx, batch_index)
+        L.llama_sampler_accept(self.ptr, token)
+        return token
 
     def close(self) -> None:
         if self.ptr:
