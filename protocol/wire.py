@@ -39,9 +39,18 @@ class SamplingParams(Struct, array_like=True, omit_defaults=True, gc=False):
     format: str = ""  # "json" or a JSON schema's text: output constrained by a grammar
 
 
-class ChatTurn(Struct, array_like=True, gc=False):
+class ChatTurn(Struct, array_like=True, omit_defaults=True, gc=False):
+    """One chat message for the runner's template. Tool data travels as JSON text, so the
+    runner hands it to Jinja as plain dicts and lists without knowing their schemas."""
+
     role: str
     content: str
+    tool_calls: str = ""  # [{"id"?, "type": "function", "function": {"name", "arguments": {}}}]
+    tool_name: str = ""  # role "tool": the tool whose result `content` is
+    tool_call_id: str = ""  # role "tool": the call it answers
+    # The request's tool definitions ([{"type": "function", "function": {...}}]). Only the
+    # first turn carries them: the engine hands the template the turns and nothing else.
+    tools: str = ""
 
 
 class Submit(Struct, array_like=True, omit_defaults=True, gc=False):

@@ -46,6 +46,11 @@ ONE_OF_EACH: list[tuple[Kind, WireMessage]] = [
         truncate=False,
     )),
     (Kind.SUBMIT, Submit(req_id=8, sampling=SamplingParams(), raw_prompt="raw <b>prompt</b>")),
+    (Kind.SUBMIT, Submit(req_id=9, sampling=SamplingParams(), messages=[
+        ChatTurn("user", "Weather?", tools='[{"type":"function","function":{"name":"w"}}]'),
+        ChatTurn("assistant", "", tool_calls='[{"type":"function","function":{"name":"w","arguments":{}}}]'),
+        ChatTurn("tool", "sunny", tool_name="w", tool_call_id="call_ab12cd34"),
+    ])),
     (Kind.ABORT, Abort(req_id=7)),
     (Kind.ENGINE_STEP, EngineStep(outputs=[
         RequestOutput(req_id=7, text="Hi"),

@@ -12,6 +12,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from protocol.chat_templates import builtin_template
 from protocol.wire import ChatTurn
 
+
 class TemplateError(ValueError):
     pass
 
@@ -26,6 +27,20 @@ def _strftime_now(fmt: str) -> str:
 
 def _tojson(value: Any, indent: int | None = None, **_: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def _message(turn: ChatTurn) -> dict[str, Any]:
+    """A turn as Hugging Face chat templates (Qwen2.5, Llama 3.1, Hermes, Mistral) read it:
+    keys appear only when set, since templates test `'tool_calls' in message`."""
+    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    if turn.tool_calls:
+        message["tool_calls"] = json.loads(turn.tool_calls)
+    if turn.tool_name:
+        message["name"] = turn.tool_name
+        message["tool_name"] = turn.tool_name
+    if turn.tool_call_id:
+        message["tool_call_id"] = turn.tool_call_id
+    return message
 
 
 class ChatTemplate:
@@ -56,10 +71,13 @@ class ChatTemplate:
         return "bos_token" in self.source
 
     def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
-        messages = [{"role": t.role, "content": t.content} for t in turns]
         try:
-            return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                         bos_token=self._bos, eos_token=self._eos)
+            variables: dict[str, Any] = {"messages": [_message(t) for t in turns]}
+            if turns and turns[0].tools:
+                # Absent rather than None without tools: some templates test `tools is defined`.
+                variables["tools"] = json.loads(turns[0].tools)
+            return self._template.render(add_generation_prompt=add_generation_prompt,
+                                         bos_token=self._bos, eos_token=self._eos, **variables)
         except TemplateError:
             raise
         except Exception as e:  # a template bug is the model's, not the server's

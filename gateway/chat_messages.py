@@ -1,0 +1,69 @@
+"""A chat request's messages and tools → the runner's wire turns, shared by /api/chat and
+/v1/chat/completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.errors import BadRequest
+from gateway.names import ModelName
+from gateway.store import ModelEntry
+from gateway.tool_calls import ToolCallParser
+from protocol.api import Message, Tool, ToolCall
+from protocol.wire import ChatTurn
+
+ROLES = frozenset({"system", "user", "assistant", "tool"})
+_json = msgspec.json.Encoder()
+
+
+def require_tools(entry: ModelEntry, name: ModelName, tools: list[Tool] | None) -> None:
+    """`name` as the request spelled it: Ollama's message shows the full form of that."""
+    if tools and "tools" not in entry.capabilities:
+        raise BadRequest(f"{name.full} does not support tools")
+
+
+def check_roles(messages: list[Message]) -> None:
+    """The native API's check; /v1 lets other roles (OpenAI's `developer`) reach the template."""
+    for message in messages:
+        if message.role.lower() not in ROLES:
+            raise BadRequest(f"invalid role: {message.role!r}")
+
+
+def tool_parser(tools: list[Tool] | None) -> ToolCallParser | None:
+    """Answers are searched for calls only when the request offered tools."""
+    if not tools:
+        return None
+    return ToolCallParser(str(t.function.get("name", "")) for t in tools)
+
+
+def _template_calls(calls: list[ToolCall]) -> str:
+    # Hugging Face's shape, which chat templates read: type, function.name, object arguments.
+    out: list[dict[str, Any]] = []
+    for call in calls:
+        item: dict[str, Any] = {"type": "function", "function": {
+            "name": call.function.name, "arguments": call.function.arguments}}
+        if call.id:
+            item["id"] = call.id
+        out.append(item)
+    return _json.encode(out).decode()
+
+
+def chat_turns(messages: list[Message], tools: list[Tool] | None,
+               system: str | None) -> list[ChatTurn]:
+    """The turns to template: the model's SYSTEM first unless the request brings its own, and
+    the tool definitions riding on the first turn."""
+    turns: list[ChatTurn] = []
+    for message in messages:
+        turns.append(ChatTurn(message.role.lower(), message.content,
+                              tool_calls=_template_calls(message.tool_calls)
+                              if message.tool_calls else "",
+                              tool_name=message.tool_name or "",
+                              tool_call_id=message.tool_call_id or ""))
+    if system and (not turns or turns[0].role != "system"):
+        turns.insert(0, ChatTurn("system", system))
+    if tools and turns:
+        turns[0].tools = _json.encode([{"type": t.type, "function": t.function}
+                                       for t in tools]).decode()
+    return turns
