@@ -16,13 +16,14 @@ from gateway.http_io import NDJSON, json_response, ndjson_line
 from gateway.request_stream import StreamFailed
 from gateway.state import GatewayState
 from gateway.store import ModelEntry
-from protocol.api import ErrorBody, Metrics, Options
+from gateway.tool_calls import ToolCallParser, grouped, split
+from protocol.api import ErrorBody, Metrics, Options, ToolCall
 from protocol.durations import DurationError, keep_alive_ns
 from protocol.config import Settings
 from protocol.wire import FinishReason, RequestOutput, RunnerSpec, SamplingParams, Submit
 
-# Builds one response object: (text, final output or None, metrics or None) → Struct
-ChunkMaker = Callable[[str, RequestOutput | None, Metrics | None], Any]
+# Builds one response object: (text, final output or None, metrics or None, tool calls) → Struct
+ChunkMaker = Callable[[str, RequestOutput | None, Metrics | None, list[ToolCall] | None], Any]
 
 _INT_SAMPLING = {"top_k", "repeat_last_n", "seed", "num_predict", "num_keep"}
 DONE_REASONS = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length"}
@@ -101,11 +102,14 @@ class Framing(Protocol):
 
     def delta(self, text: str) -> bytes: ...
 
+    def calls(self, calls: list[ToolCall]) -> bytes: ...
+
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes: ...
 
     def error(self, message: str) -> bytes: ...
 
-    def whole(self, text: str, final: RequestOutput, metrics: Metrics) -> Any: ...
+    def whole(self, text: str, final: RequestOutput, metrics: Metrics,
+              calls: list[ToolCall] | None) -> Any: ...
 
 
 class NdjsonFraming:
@@ -117,22 +121,41 @@ class NdjsonFraming:
         self.make_chunk = make_chunk
 
     def delta(self, text: str) -> bytes:
-        return ndjson_line(self.make_chunk(text, None, None))
+        return ndjson_line(self.make_chunk(text, None, None, None))
+
+    def calls(self, calls: list[ToolCall]) -> bytes:
+        return ndjson_line(self.make_chunk("", None, None, calls))
 
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes:
-        return ndjson_line(self.make_chunk("", final, metrics))
+        return ndjson_line(self.make_chunk("", final, metrics, None))
 
     def error(self, message: str) -> bytes:
         # Status is already 200: Ollama's clients read an error line as a failure.
         return ndjson_line(ErrorBody(message))
 
-    def whole(self, text: str, final: RequestOutput, metrics: Metrics) -> Any:
-        return self.make_chunk(text, final, metrics)
+    def whole(self, text: str, final: RequestOutput, metrics: Metrics,
+              calls: list[ToolCall] | None) -> Any:
+        return self.make_chunk(text, final, metrics, calls)
+
+
+def _pieces(parser: ToolCallParser | None, text: str, last: bool) -> list[str | list[ToolCall]]:
+    """The chunks to write for a delta: the text itself, or content and calls in order."""
+    if parser is None:
+        return [text] if text else []
+    return grouped(parser.feed(text) + (parser.finish() if last else []))
+
+
+async def _write(response: web.StreamResponse, framing: Framing,
+                 pieces: list[str | list[ToolCall]]) -> None:
+    for piece in pieces:
+        await response.write(framing.delta(piece) if isinstance(piece, str)
+                             else framing.calls(piece))
 
 
 async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
                    options: Options, keep_alive: int, submit: Submit, stream: bool,
-                   framing: Framing) -> web.StreamResponse:
+                   framing: Framing, tools: ToolCallParser | None = None) -> web.StreamResponse:
+    """`tools`: the request offered tools, so calls in the answer are parsed out of its text."""
     t0 = time.perf_counter_ns()
     spec = runner_spec(entry, options, state.settings)
     async with state.scheduler.lease(entry, spec, keep_alive) as runner:
@@ -156,18 +179,22 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
                     except StreamFailed as e:
                         raise HerdError(str(e), e.status) from None
                     parts.append(text)
-                return json_response(framing.whole("".join(parts), final, metrics(final)))
+                text, calls = "".join(parts), None
+                if tools is not None:
+                    text, calls = split(tools.feed(text) + tools.finish())
+                return json_response(framing.whole(text, final, metrics(final), calls or None))
             response = web.StreamResponse(status=200, headers={"Content-Type": framing.content_type})
             await response.prepare(request)
             while True:
-                if text:
-                    await response.write(framing.delta(text))
+                await _write(response, framing, _pieces(tools, text, final is not None))
                 if final is not None:
                     await response.write(framing.end(final, metrics(final)))
                     break
                 try:
                     text, final = await rs.next()
                 except StreamFailed as e:
+                    # Text held back as a possible call is still the answer's.
+                    await _write(response, framing, _pieces(tools, "", True))
                     await response.write(framing.error(str(e)))
                     break
             await response.write_eof()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.chat_messages import check_roles, chat_turns, require_tools, tool_parser
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.http_io import decode_body, json_response, utc_now
 from gateway.inference import (DONE_REASONS, NdjsonFraming, check_think, generate, load_only,
@@ -12,11 +13,9 @@ from gateway.inference import (DONE_REASONS, NdjsonFraming, check_think, generat
 from gateway.state import STATE
 from gateway.store import ModelEntry, model_name_or_400
 from protocol.api import (AssistantMessage, ChatChunk, ChatRequest, GenerateChunk, GenerateRequest,
-                          Metrics, merge_options)
+                          Metrics, ToolCall, merge_options)
 from protocol.chat_templates import is_go_template
 from protocol.wire import ChatTurn, RequestOutput, Submit
-
-_ROLES = {"system", "user", "assistant", "tool"}
 
 routes = web.RouteTableDef()
 
@@ -74,7 +73,8 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
                         messages=turns, context=req.context or [], return_context=True, truncate=req.truncate,
                         template=jinja_template(req.template or entry.template))
 
-    def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None) -> GenerateChunk:
+    def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None,
+                   calls: list[ToolCall] | None) -> GenerateChunk:
         if final is None:
             return GenerateChunk(model=model, created_at=utc_now(), response=text, done=False)
         return GenerateChunk(model=model, created_at=utc_now(), response=text, done=True,
@@ -96,8 +96,7 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
     if not 0 <= req.top_logprobs <= 20:
         raise BadRequest("top_logprobs must be between 0 and 20")
     require_completion(entry, req.model, "chat")
-    if req.tools:
-        raise BadRequest(f"{name.full} does not support tools")
+    require_tools(entry, name, req.tools)
     check_think(req.think, req.model)
     keep_alive = request_keep_alive(req.keep_alive, state.settings)
     options = merge_options(entry.params, req.options)
@@ -111,19 +110,14 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
                                        message=AssistantMessage("assistant", ""), done=True,
                                        done_reason=reason))
 
-    turns: list[ChatTurn] = []
-    for message in req.messages:
-        role = message.role.lower()
-        if role not in _ROLES:
-            raise BadRequest(f"invalid role: {message.role!r}")
-        turns.append(ChatTurn(role, message.content))
-    if entry.system and turns[0].role != "system":
-        turns.insert(0, ChatTurn("system", entry.system))
+    check_roles(req.messages)
+    turns = chat_turns(req.messages, req.tools, entry.system)
     submit = Submit(next(state.request_ids), sampling,
                     messages=turns, truncate=req.truncate, template=jinja_template(entry.template))
 
-    def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None) -> ChatChunk:
-        message = AssistantMessage("assistant", text)
+    def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None,
+                   calls: list[ToolCall] | None) -> ChatChunk:
+        message = AssistantMessage("assistant", text, tool_calls=calls)
         if final is None:
             return ChatChunk(model=model, created_at=utc_now(), message=message, done=False)
         return ChatChunk(model=model, created_at=utc_now(), message=message, done=True,
@@ -131,5 +125,5 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
                          **_metric_fields(metrics))
 
     return await generate(request, state, entry, options, keep_alive, submit, req.stream,
-                          NdjsonFraming(make_chunk))
+                          NdjsonFraming(make_chunk), tool_parser(req.tools))
 

@@ -11,6 +11,7 @@ import msgspec
 import numpy as np
 from aiohttp import web
 
+from gateway.chat_messages import chat_turns, require_tools, tool_parser
 from gateway.errors import BadRequest
 from gateway.http_io import decode_body, json_response
 from gateway.inference import (DONE_REASONS, format_text, generate, request_keep_alive,
@@ -19,11 +20,13 @@ from gateway.routes_embed import embed_texts, normalise
 from gateway.routes_generate import jinja_template, require_completion
 from gateway.state import STATE, GatewayState
 from gateway.store import ModelEntry, model_name_or_400, run_blocking
-from protocol.api import Metrics, Options, merge_options
+from gateway.tool_calls import new_call_id
+from protocol.api import Message, Metrics, Options, ToolCall, ToolFunctionCall, merge_options
 from protocol.openai import (AssistantOut, ChatChoice, ChatCompletion, ChatCompletionChunk,
-                             ChatCompletionRequest, ChunkChoice, Completion, CompletionChoice,
-                             CompletionRequest, Delta, EmbeddingItem, EmbeddingList,
-                             EmbeddingRequest, EmbeddingUsage, ModelCard, ModelList, Usage)
+                             ChatCompletionRequest, ChatMessageIn, ChunkChoice, Completion,
+                             CompletionChoice, CompletionRequest, Delta, EmbeddingItem,
+                             EmbeddingList, EmbeddingRequest, EmbeddingUsage, FunctionCallOut,
+                             ModelCard, ModelList, ToolCallIn, ToolCallOut, Usage)
 from protocol.wire import ChatTurn, RequestOutput, Submit
 
 routes = web.RouteTableDef()
@@ -71,6 +74,19 @@ def _options(entry: ModelEntry, req: ChatCompletionRequest | CompletionRequest,
     return merge_options(entry.params, mapped, req.options)
 
 
+def _calls_out(calls: list[ToolCall]) -> list[ToolCallOut]:
+    """OpenAI's clients expect the arguments as a JSON string, not an object."""
+    return [ToolCallOut(call.id or new_call_id(), call.function.index or 0,
+                        FunctionCallOut(call.function.name,
+                                        _json.encode(call.function.arguments).decode()))
+            for call in calls]
+
+
+def _finish_reason(final: RequestOutput, called: bool) -> str:
+    reason = DONE_REASONS.get(final.finish, "stop")
+    return "tool_calls" if called and reason == "stop" else reason
+
+
 class SseChatFraming:
     content_type = SSE
 
@@ -80,16 +96,24 @@ class SseChatFraming:
         self.model = model
         self.include_usage = include_usage
         self.first = True
+        self.called = False
 
     def _chunk(self, delta: Delta, finish: str | None) -> ChatCompletionChunk:
         return ChatCompletionChunk(self.id, self.created, self.model, [ChunkChoice(0, delta, finish)])
 
-    def delta(self, text: str) -> bytes:
+    def _role(self) -> str | None:
         role, self.first = ("assistant" if self.first else None), False
-        return sse(self._chunk(Delta(role=role, content=text), None))
+        return role
+
+    def delta(self, text: str) -> bytes:
+        return sse(self._chunk(Delta(role=self._role(), content=text), None))
+
+    def calls(self, calls: list[ToolCall]) -> bytes:
+        self.called = True
+        return sse(self._chunk(Delta(role=self._role(), tool_calls=_calls_out(calls)), None))
 
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes:
-        out = sse(self._chunk(Delta(), DONE_REASONS.get(final.finish, "stop")))
+        out = sse(self._chunk(Delta(), _finish_reason(final, self.called)))
         if self.include_usage:
             out += sse(ChatCompletionChunk(self.id, self.created, self.model, [], _usage(metrics)))
         return out + b"data: [DONE]\n\n"
@@ -97,8 +121,10 @@ class SseChatFraming:
     def error(self, message: str) -> bytes:
         return sse({"error": {"message": message, "type": "api_error", "param": None, "code": None}})
 
-    def whole(self, text: str, final: RequestOutput, metrics: Metrics) -> ChatCompletion:
-        choice = ChatChoice(0, AssistantOut(content=text), DONE_REASONS.get(final.finish, "stop"))
+    def whole(self, text: str, final: RequestOutput, metrics: Metrics,
+              calls: list[ToolCall] | None) -> ChatCompletion:
+        message = AssistantOut("assistant", text, _calls_out(calls) if calls else None)
+        choice = ChatChoice(0, message, _finish_reason(final, bool(calls)))
         return ChatCompletion(self.id, self.created, self.model, [choice], _usage(metrics))
 
 
@@ -117,33 +143,67 @@ class SseCompletionFraming(SseChatFraming):
             out += sse(Completion(self.id, self.created, self.model, [], _usage(metrics)))
         return out + b"data: [DONE]\n\n"
 
-    def whole(self, text: str, final: RequestOutput, metrics: Metrics) -> Completion:
+    def whole(self, text: str, final: RequestOutput, metrics: Metrics,
+              calls: list[ToolCall] | None) -> Completion:
         choice = CompletionChoice(text, 0, DONE_REASONS.get(final.finish, "stop"))
         return Completion(self.id, self.created, self.model, [choice], _usage(metrics))
 
 
-def _turns(req: ChatCompletionRequest) -> list[ChatTurn]:
+def _tool_call(call: ToolCallIn) -> ToolCall:
+    arguments = call.function.arguments
+    if isinstance(arguments, str):
+        try:
+            arguments = msgspec.json.decode(arguments) if arguments.strip() else {}
+        except msgspec.DecodeError:
+            raise BadRequest("invalid tool call arguments") from None
+    if not isinstance(arguments, dict):
+        raise BadRequest("invalid tool call arguments")
+    return ToolCall(ToolFunctionCall(call.function.name, arguments), id=call.id or None)
+
+
+def _parts(message: ChatMessageIn) -> list[str]:
+    """The texts of one message: its content string, or one per content part."""
+    content = message.content
+    if content is None:
+        if not message.tool_calls:
+            raise BadRequest("invalid message content type: <nil>")
+        return [""]
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        raise BadRequest(f"invalid message content type: {type(content).__name__}")
+    texts = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") not in ("text", "image_url", "input_audio"):
+            raise BadRequest("invalid message format")
+        if part["type"] != "text":
+            raise BadRequest("image and audio input are not supported by this model")
+        texts.append(str(part.get("text", "")))
+    return texts
+
+
+def native_messages(req: ChatCompletionRequest) -> list[Message]:
+    """OpenAI messages as native ones, the way Ollama translates them."""
     if not req.messages:
         raise BadRequest("[] is too short - 'messages'")
-    turns: list[ChatTurn] = []
+    messages: list[Message] = []
+    names: dict[str, str] = {}  # tool call id → function name, for tool results without a name
     for message in req.messages:
-        content = message.content
-        if content is None:
-            if not message.tool_calls:
-                raise BadRequest("invalid message content type: <nil>")
-            content = ""
-        if isinstance(content, str):
-            turns.append(ChatTurn(message.role.lower(), content))
-            continue
-        if not isinstance(content, list):
-            raise BadRequest(f"invalid message content type: {type(content).__name__}")
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") not in ("text", "image_url", "input_audio"):
-                raise BadRequest("invalid message format")
-            if part["type"] != "text":
-                raise BadRequest("image and audio input are not supported by this model")
-            turns.append(ChatTurn(message.role.lower(), str(part.get("text", ""))))
-    return turns
+        role = message.role.lower()
+        calls = [_tool_call(c) for c in message.tool_calls] if message.tool_calls else None
+        for call in calls or []:
+            if call.id:
+                names[call.id] = call.function.name
+        tool_name = None
+        if role == "tool":
+            tool_name = message.name or names.get(message.tool_call_id or "")
+        made = [Message(role, text, thinking=message.reasoning, tool_name=tool_name,
+                        tool_call_id=message.tool_call_id) for text in _parts(message)]
+        if calls:  # several content parts made several messages: the calls go on the last
+            made = made or [Message(role, "")]
+            made[-1].tool_calls = calls
+        messages.extend(made)
+    return messages
 
 
 def _response_format(value: dict[str, Any] | None) -> str:
@@ -164,16 +224,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = await decode_body(request, ChatCompletionRequest)
     entry = _entry(state, req.model)
     require_completion(entry, req.model, "chat")
-    turns = _turns(req)
-    if entry.system and turns[0].role != "system":
-        turns.insert(0, ChatTurn("system", entry.system))
+    require_tools(entry, model_name_or_400(req.model), req.tools)
+    turns = chat_turns(native_messages(req), req.tools, entry.system)
     options = _options(entry, req, req.max_completion_tokens or req.max_tokens)
     submit = Submit(next(state.request_ids), sampling_params(options, _response_format(req.response_format)),
                     messages=turns, template=jinja_template(entry.template))
     framing = SseChatFraming(req.model, bool(req.stream_options and req.stream_options.include_usage))
     return await generate(request, state, entry, options,
                           request_keep_alive(req.keep_alive, state.settings), submit, req.stream,
-                          framing)
+                          framing, tool_parser(req.tools))
 
 
 @routes.post("/v1/completions")

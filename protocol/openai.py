@@ -6,11 +6,22 @@ from typing import Any
 
 from msgspec import Struct
 
-from protocol.api import Options
+from protocol.api import Options, Tool
 
 
 class StreamOptions(Struct):
     include_usage: bool = False
+
+
+class FunctionCallIn(Struct):
+    name: str = ""
+    arguments: Any = ""  # a JSON object's text; parsed by the route for Ollama's own error
+
+
+class ToolCallIn(Struct):
+    function: FunctionCallIn
+    id: str = ""
+    type: str = "function"
 
 
 class ChatMessageIn(Struct, omit_defaults=True):
@@ -18,7 +29,7 @@ class ChatMessageIn(Struct, omit_defaults=True):
     content: Any = None  # str, a list of content parts, or null with tool_calls
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallIn] | None = None
     reasoning: str | None = None
 
 
@@ -36,7 +47,7 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     presence_penalty: float | None = None
     stop: str | list[str] | None = None
     response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Tool] | None = None
     options: Options | None = None  # Herd extension: any Ollama option, num_ctx included
     keep_alive: float | str | None = None
 
@@ -73,14 +84,28 @@ class Usage(Struct):
     total_tokens: int
 
 
-class AssistantOut(Struct):
-    role: str = "assistant"
-    content: str = ""
+class FunctionCallOut(Struct):
+    name: str
+    arguments: str  # a JSON object's text: OpenAI's clients json.loads it
+
+
+class ToolCallOut(Struct):
+    id: str
+    index: int
+    function: FunctionCallOut
+    type: str = "function"
+
+
+class AssistantOut(Struct, omit_defaults=True):
+    role: str
+    content: str
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class Delta(Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class ChatChoice(Struct):
