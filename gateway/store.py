@@ -154,6 +154,16 @@ class ModelStore:
     def has_blob(self, digest: str) -> bool:
         return os.path.isfile(self.blob_path(digest))
 
+    def partial_path(self, digest: str) -> str:
+        """Where a download in progress lives (Ollama's name), kept across restarts to resume;
+        never a blob's name, so nothing reads it before it is verified and committed."""
+        return self.blob_path(digest) + "-partial"
+
+    def commit_blob(self, path: str, digest: str) -> None:
+        """Gives a fully written, already verified file in blobs/ its digest name."""
+        os.replace(path, self.blob_path(digest))
+        _fsync_dir(self.blobs_dir)
+
     async def write_blob(self, digest: str, chunks: AsyncIterator[bytes]) -> None:
         """Streams a blob to a temp file while hashing; only a verified blob gets its name."""
         final = self.blob_path(digest)
@@ -231,12 +241,24 @@ class ModelStore:
 
     def write_manifest(self, name: ModelName, manifest: Manifest) -> None:
         """Writes (or replaces) a manifest; blobs only the replaced one used are removed."""
+        self.write_manifest_bytes(name, msgspec.json.encode(manifest))
+
+    def write_manifest_bytes(self, name: ModelName, raw: bytes) -> bool:
+        """write_manifest for bytes kept as they are (a pulled manifest: its sha256 is the
+        digest the registry and /api/tags show). True when blobs of a replaced one went."""
         with self._lock:
             path = self._manifest_path(name)
             old = self._read_manifest(path) if os.path.isfile(path) else None
-            _atomic_write(path, msgspec.json.encode(manifest))
-            if old is not None:
-                self._remove_unreferenced(_digests(old))
+            _atomic_write(path, raw)
+            return old is not None and self._remove_unreferenced(_digests(old)) > 0
+
+    def manifest_bytes(self, name: ModelName) -> bytes:
+        """The manifest file as stored (a push sends these exact bytes)."""
+        path = self._existing_manifest_path(name)
+        if path is None:
+            raise ModelNotFound(name.display)
+        with open(path, "rb") as f:
+            return f.read()
 
     def copy(self, source: ModelName, destination: ModelName) -> None:
         """Copies the manifest only: the blobs are shared."""
@@ -274,17 +296,20 @@ class ModelStore:
             paths += [os.path.join(dirpath, f) for f in files if not f.startswith(".tmp-")]
         return paths
 
-    def _remove_unreferenced(self, candidates: set[str]) -> None:
+    def _remove_unreferenced(self, candidates: set[str]) -> int:
         referenced: set[str] = set()
         for path in self._manifest_paths():
             manifest = self._read_manifest(path)
             if manifest is not None:
                 referenced |= _digests(manifest)
+        removed = 0
         for digest in candidates - referenced:
             try:
                 os.unlink(self.blob_path(digest))
+                removed += 1
             except (OSError, BadRequest):
                 pass
+        return removed
 
     def _prune_empty_dirs(self, folder: str) -> None:
         while os.path.abspath(folder) != os.path.abspath(self.manifests_dir):
