@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from gateway.errors import BadRequest, HerdError, NotFound
+from gateway.errors import BadRequest, HerdError, ModelNotFound, NotFound
 from gateway.gguf_meta import GGUF_MAGIC, NotGGUF, read_summary
 from gateway.manifest import (ADAPTER_MEDIA_TYPE, LICENSE_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
                               MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE, SYSTEM_MEDIA_TYPE,
@@ -30,14 +30,16 @@ from protocol.api import CreateRequest, Options, StatusChunk, merge_options
 from worker.quantize import QuantizeError, canonical_quant_type, check_source, decode_line
 
 Progress = Callable[[StatusChunk], None]
+Fetch = Callable[[str], None]  # pulls a model that is not local, for `from`
 _TEXT_LAYERS = (TEMPLATE_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, PARAMS_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
                 LICENSE_MEDIA_TYPE)
 
 
 class CreateJob:
-    def __init__(self, store: ModelStore, progress: Progress) -> None:
+    def __init__(self, store: ModelStore, progress: Progress, fetch: Fetch | None = None) -> None:
         self.store = store
         self.progress = progress
+        self.fetch = fetch
         self._existing: set[str] = set()
 
     def status(self, text: str) -> None:
@@ -109,8 +111,13 @@ class CreateJob:
             raise BadRequest("invalid model name") from None
         try:
             return self.store.resolve(name)
+        except ModelNotFound:
+            if self.fetch is None:
+                raise NotFound(f'model "{text}" not found') from None
         except NotFound:
             raise NotFound(f'model "{text}" not found') from None
+        self.fetch(text)
+        return self.store.resolve(name)
 
     def _checked_files(self, files: dict[str, str]) -> dict[str, str]:
         """filename → blob path, after Ollama's checks."""

@@ -10,8 +10,10 @@ from aiohttp import web
 from gateway.create import CreateJob
 from gateway.errors import HerdError, NotFound
 from gateway.http_io import decode_body, json_response, ndjson_line, start_ndjson
+from gateway.pull import pull_base_model
 from gateway.state import STATE
 from gateway.store import format_time, run_blocking
+from gateway.transfers import TRANSFERS
 from protocol.api import (CreateRequest, ErrorBody, PsResponse, RunningModel, StatusChunk, TagsResponse,
                           VersionResponse)
 
@@ -76,7 +78,13 @@ async def create(request: web.Request) -> web.StreamResponse:
     req = await decode_body(request, CreateRequest)
     loop = asyncio.get_running_loop()
     updates: asyncio.Queue[StatusChunk | None] = asyncio.Queue()
-    job = CreateJob(state.store, lambda s: loop.call_soon_threadsafe(updates.put_nowait, s))
+    transfers = request.app[TRANSFERS]
+
+    def fetch(text: str) -> None:  # the job's thread waits while the loop pulls
+        pull = pull_base_model(transfers, text, updates.put_nowait)
+        asyncio.run_coroutine_threadsafe(pull, loop).result()
+
+    job = CreateJob(state.store, lambda s: loop.call_soon_threadsafe(updates.put_nowait, s), fetch)
     task = loop.run_in_executor(None, job.run, req)
     task.add_done_callback(lambda _: loop.call_soon_threadsafe(updates.put_nowait, None))
     if not req.stream:

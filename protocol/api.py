@@ -242,6 +242,14 @@ class StatusChunk(Struct, omit_defaults=True):
     completed: int | None = None
 
 
+class TransferRequest(Struct, omit_defaults=True):
+    """POST /api/pull and /api/push. `username`/`password` are accepted and ignored, as Ollama."""
+
+    model: str = ""
+    name: str = ""  # deprecated alias of model
+    insecure: bool = False  # allow a plain-http registry
+    stream: bool = True
+
 
 class EmbedRequest(Struct, omit_defaults=True):
     model: str = ""
