@@ -1,0 +1,56 @@
+"""`herd pull` and `herd push`: /api/pull and /api/push with a progress bar per layer."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from gateway.client_cli import CliError, _check, _client, _Display, _StreamLine
+from protocol.api import TransferRequest
+
+
+def _transfer(path: str, args: argparse.Namespace) -> int:
+    body = msgspec.json.encode(TransferRequest(model=args.model, insecure=args.insecure))
+    with _client() as client, _Display() as display:
+        with client.stream("POST", path, content=body,
+                           headers={"Content-Type": "application/json"}) as response:
+            _check(response)
+            status = ""
+            for raw in response.iter_lines():
+                if not raw.strip():
+                    continue
+                line = msgspec.json.decode(raw, type=_StreamLine)
+                if line.error is not None:
+                    raise CliError(line.error)
+                status = line.status
+                if status != "success":
+                    display.update(status, line.total, line.completed)
+            if status != "success":  # the stream broke off before the end
+                raise CliError("the server closed the connection before the transfer finished")
+    print("success")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    return _transfer("/api/pull", args)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    return _transfer("/api/push", args)
+
+
+def add_commands(sub: Any) -> None:
+    """Register `pull` and `push` on `herd`'s subparsers (dispatched by client_cli.run)."""
+    commands: list[tuple[str, Callable[[argparse.Namespace], int], str]] = [
+        ("pull", cmd_pull, "pull a model from a registry"),
+        ("push", cmd_push, "push a model to a registry"),
+    ]
+    for name, run, summary in commands:
+        parser = sub.add_parser(name, help=summary)
+        parser.set_defaults(client_command=run)
+        parser.add_argument("model")
+        parser.add_argument("--insecure", action="store_true",
+                            help="use an insecure registry (plain http)")
