@@ -132,10 +132,17 @@ class Registry:
         return ssl.create_default_context(cafile=str(self.cert)) if self.cert else True
 
     def start(self) -> Registry:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([str(REGISTRY_BIN), "serve", str(self.config)],
-                                        stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([str(REGISTRY_BIN), "serve", str(self.config)],
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        try:
+            return self._wait_until_up()
+        except BaseException:
+            self.stop()  # __exit__ never runs when __enter__ fails
+            raise
+
+    def _wait_until_up(self) -> Registry:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
