@@ -27,6 +27,8 @@ from gateway.modelfile import ModelfileError, options_from_mapping, parse_modelf
 from gateway.names import InvalidName, parse_name
 from gateway.store import ModelStore, model_name_or_400, parse_digest
 from protocol.api import CreateRequest, Options, StatusChunk, merge_options
+from protocol.chat_templates import is_go_template
+from protocol.go_template import GoTemplate, TemplateError
 from worker.quantize import QuantizeError, canonical_quant_type, check_source, decode_line
 
 Progress = Callable[[StatusChunk], None]
@@ -234,6 +236,11 @@ class CreateJob:
             return [layer for layer in inherited if layer.mediaType == media_type]
 
         layers: list[Layer] = []
+        if req.template and is_go_template(req.template):
+            try:
+                GoTemplate(req.template)  # Ollama refuses a template it cannot parse
+            except TemplateError as e:
+                raise BadRequest(str(e)) from e
         layers += [self.store.text_layer(TEMPLATE_MEDIA_TYPE, req.template.encode())] \
             if req.template is not None else inherit(TEMPLATE_MEDIA_TYPE)
         layers += [self.store.text_layer(SYSTEM_MEDIA_TYPE, req.system.encode())] \

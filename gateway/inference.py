@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
@@ -17,13 +18,14 @@ from gateway.request_stream import StreamFailed
 from gateway.state import GatewayState
 from gateway.store import ModelEntry
 from gateway.tool_calls import ToolCallParser, grouped, split
-from protocol.api import ErrorBody, Metrics, Options, ToolCall
+from protocol.api import ErrorBody, Logprob, Metrics, Options, ToolCall, TopLogprob
 from protocol.durations import DurationError, keep_alive_ns
 from protocol.config import Settings
-from protocol.wire import FinishReason, RequestOutput, RunnerSpec, SamplingParams, Submit
+from protocol.wire import (FinishReason, RequestOutput, RunnerSpec, SamplingParams, Submit,
+                           TokenLogprob)
 
-# Builds one response object: (text, final output or None, metrics or None, tool calls) → Struct
-ChunkMaker = Callable[[str, RequestOutput | None, Metrics | None, list[ToolCall] | None], Any]
+# Builds one response object: (piece, final output or None, metrics or None) → Struct
+ChunkMaker = Callable[["Piece", RequestOutput | None, Metrics | None], Any]
 
 _INT_SAMPLING = {"top_k", "repeat_last_n", "seed", "num_predict", "num_keep"}
 DONE_REASONS = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length"}
@@ -95,21 +97,36 @@ async def load_only(state: GatewayState, entry: ModelEntry, options: Options,
     return time.perf_counter_ns() - t0
 
 
+@dataclass(slots=True)
+class Piece:
+    """What one chunk carries: answer text or whole tool calls, and the log-probabilities of
+    the tokens that arrived with it."""
+
+    text: str = ""
+    calls: list[ToolCall] | None = None
+    logprobs: list[Logprob] | None = None
+
+
+def api_logprobs(entries: list[TokenLogprob]) -> list[Logprob] | None:
+    if not entries:
+        return None
+    return [Logprob(e.token, e.logprob, e.bytes,
+                    [TopLogprob(t.token, t.logprob, t.bytes) for t in e.top] or None)
+            for e in entries]
+
+
 class Framing(Protocol):
     """How one generation is written: Ollama's NDJSON or OpenAI's server-sent events."""
 
     content_type: str
 
-    def delta(self, text: str) -> bytes: ...
-
-    def calls(self, calls: list[ToolCall]) -> bytes: ...
+    def delta(self, piece: Piece) -> bytes: ...
 
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes: ...
 
     def error(self, message: str) -> bytes: ...
 
-    def whole(self, text: str, final: RequestOutput, metrics: Metrics,
-              calls: list[ToolCall] | None) -> Any: ...
+    def whole(self, piece: Piece, final: RequestOutput, metrics: Metrics) -> Any: ...
 
 
 class NdjsonFraming:
@@ -120,36 +137,40 @@ class NdjsonFraming:
     def __init__(self, make_chunk: ChunkMaker) -> None:
         self.make_chunk = make_chunk
 
-    def delta(self, text: str) -> bytes:
-        return ndjson_line(self.make_chunk(text, None, None, None))
-
-    def calls(self, calls: list[ToolCall]) -> bytes:
-        return ndjson_line(self.make_chunk("", None, None, calls))
+    def delta(self, piece: Piece) -> bytes:
+        return ndjson_line(self.make_chunk(piece, None, None))
 
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes:
-        return ndjson_line(self.make_chunk("", final, metrics, None))
+        return ndjson_line(self.make_chunk(Piece(), final, metrics))
 
     def error(self, message: str) -> bytes:
         # Status is already 200: Ollama's clients read an error line as a failure.
         return ndjson_line(ErrorBody(message))
 
-    def whole(self, text: str, final: RequestOutput, metrics: Metrics,
-              calls: list[ToolCall] | None) -> Any:
-        return self.make_chunk(text, final, metrics, calls)
+    def whole(self, piece: Piece, final: RequestOutput, metrics: Metrics) -> Any:
+        return self.make_chunk(piece, final, metrics)
 
 
-def _pieces(parser: ToolCallParser | None, text: str, last: bool) -> list[str | list[ToolCall]]:
-    """The chunks to write for a delta: the text itself, or content and calls in order."""
+def _pieces(parser: ToolCallParser | None, text: str, logprobs: list[TokenLogprob],
+            last: bool) -> list[Piece]:
+    """The chunks to write for a delta: the text itself, or content and calls in order. The
+    delta's log-probabilities ride on its first chunk (on an empty one if the parser holds
+    all the text back)."""
     if parser is None:
-        return [text] if text else []
-    return grouped(parser.feed(text) + (parser.finish() if last else []))
+        pieces = [Piece(text)] if text else []
+    else:
+        pieces = [Piece(p) if isinstance(p, str) else Piece(calls=p)
+                  for p in grouped(parser.feed(text) + (parser.finish() if last else []))]
+    if logprobs:
+        if not pieces:
+            pieces = [Piece()]
+        pieces[0].logprobs = api_logprobs(logprobs)
+    return pieces
 
 
-async def _write(response: web.StreamResponse, framing: Framing,
-                 pieces: list[str | list[ToolCall]]) -> None:
+async def _write(response: web.StreamResponse, framing: Framing, pieces: list[Piece]) -> None:
     for piece in pieces:
-        await response.write(framing.delta(piece) if isinstance(piece, str)
-                             else framing.calls(piece))
+        await response.write(framing.delta(piece))
 
 
 async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
@@ -164,7 +185,7 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
         try:
             try:
                 # The first news decides the status: an error before any byte keeps its own.
-                text, final = await rs.next()
+                text, logprobs, final = await rs.next()
             except StreamFailed as e:
                 raise HerdError(str(e), e.status) from None
             metrics = lambda out: Metrics(  # noqa: E731
@@ -172,29 +193,31 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
                 prompt_eval_count=out.prompt_tokens, prompt_eval_duration=out.prompt_ns,
                 eval_count=out.eval_tokens, eval_duration=out.eval_ns)
             if not stream:
-                parts = [text]
+                parts, all_logprobs = [text], list(logprobs)
                 while final is None:
                     try:
-                        text, final = await rs.next()
+                        text, logprobs, final = await rs.next()
                     except StreamFailed as e:
                         raise HerdError(str(e), e.status) from None
                     parts.append(text)
-                text, calls = "".join(parts), None
+                    all_logprobs += logprobs
+                whole = Piece("".join(parts), logprobs=api_logprobs(all_logprobs))
                 if tools is not None:
-                    text, calls = split(tools.feed(text) + tools.finish())
-                return json_response(framing.whole(text, final, metrics(final), calls or None))
+                    whole.text, calls = split(tools.feed(whole.text) + tools.finish())
+                    whole.calls = calls or None
+                return json_response(framing.whole(whole, final, metrics(final)))
             response = web.StreamResponse(status=200, headers={"Content-Type": framing.content_type})
             await response.prepare(request)
             while True:
-                await _write(response, framing, _pieces(tools, text, final is not None))
+                await _write(response, framing, _pieces(tools, text, logprobs, final is not None))
                 if final is not None:
                     await response.write(framing.end(final, metrics(final)))
                     break
                 try:
-                    text, final = await rs.next()
+                    text, logprobs, final = await rs.next()
                 except StreamFailed as e:
                     # Text held back as a possible call is still the answer's.
-                    await _write(response, framing, _pieces(tools, "", True))
+                    await _write(response, framing, _pieces(tools, "", [], True))
                     await response.write(framing.error(str(e)))
                     break
             await response.write_eof()
@@ -202,3 +225,21 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
         finally:
             if not rs.finished:
                 await runner.client.abort(rs.req_id)
+
+
+async def render_only(state: GatewayState, entry: ModelEntry, options: Options, keep_alive: int,
+                      submit: Submit) -> str:
+    """`_debug_render_only`: the runner renders the prompt with the model's template."""
+    submit.render_only = True
+    spec = runner_spec(entry, options, state.settings)
+    async with state.scheduler.lease(entry, spec, keep_alive) as runner:
+        rs = await runner.client.submit(submit)
+        parts: list[str] = []
+        final = None
+        while final is None:
+            try:
+                text, _, final = await rs.next()
+            except StreamFailed as e:
+                raise HerdError(str(e), e.status) from None
+            parts.append(text)
+        return "".join(parts)

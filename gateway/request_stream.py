@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import asyncio
 
-from protocol.wire import FinishReason, RequestOutput
+from protocol.wire import FinishReason, RequestOutput, TokenLogprob
 
 
 MAX_CHUNK_CHARS = 64 * 1024
 
 
 class RequestStream:
-    __slots__ = ("req_id", "_parts", "_final", "_error", "_status", "_event")
+    __slots__ = ("req_id", "_parts", "_logprobs", "_final", "_error", "_status", "_event")
 
     def __init__(self, req_id: int) -> None:
         self.req_id = req_id
         self._parts: list[str] = []
+        self._logprobs: list[TokenLogprob] = []
         self._final: RequestOutput | None = None
         self._error = ""
         self._status = 500
@@ -32,6 +33,8 @@ class RequestStream:
     def feed(self, output: RequestOutput) -> None:
         if output.text:
             self._parts.append(output.text)
+        if output.logprobs:
+            self._logprobs += output.logprobs
         if output.finish == FinishReason.ERROR:
             self.fail(output.error or "generation failed", output.error_status or 500)
         elif output.finish != FinishReason.NONE:
@@ -44,8 +47,9 @@ class RequestStream:
             self._status = status
         self._event.set()
 
-    async def next(self) -> tuple[str, RequestOutput | None]:
-        """Waits for news: the text since the last call and, at the end, the final output.
+    async def next(self) -> tuple[str, list[TokenLogprob], RequestOutput | None]:
+        """Waits for news: the text and token log-probabilities since the last call and, at
+        the end, the final output.
 
         Raises StreamFailed when the runner reported an error or went away.
         """
@@ -53,17 +57,18 @@ class RequestStream:
         self._event.clear()
         text = "".join(self._parts)
         self._parts.clear()
+        logprobs, self._logprobs = self._logprobs, []
         if len(text) > MAX_CHUNK_CHARS:
             # Merged text for a client far behind stays in lines clients can read (aiohttp's
             # reader refuses lines over 512 KiB); the rest comes with the next call.
             self._parts.append(text[MAX_CHUNK_CHARS:])
             self._event.set()
-            return text[:MAX_CHUNK_CHARS], None
+            return text[:MAX_CHUNK_CHARS], logprobs, None
         if self._error:
-            if not text:
+            if not text and not logprobs:
                 raise StreamFailed(self._error, self._status)
             self._event.set()  # the text first; the error on the next call, without waiting
-        return text, self._final
+        return text, logprobs, self._final
 
 
 class StreamFailed(Exception):

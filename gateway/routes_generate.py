@@ -7,22 +7,22 @@ from aiohttp import web
 from gateway.chat_messages import check_roles, chat_turns, require_tools, tool_parser
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.http_io import decode_body, json_response, utc_now
-from gateway.inference import (DONE_REASONS, NdjsonFraming, check_think, generate, load_only,
-                               format_text, request_keep_alive,
+from gateway.inference import (DONE_REASONS, NdjsonFraming, Piece, check_think, generate,
+                               load_only, format_text, render_only, request_keep_alive,
                                sampling_params)
 from gateway.state import STATE
 from gateway.store import ModelEntry, model_name_or_400
-from protocol.api import (AssistantMessage, ChatChunk, ChatRequest, GenerateChunk, GenerateRequest,
-                          Metrics, ToolCall, merge_options)
-from protocol.chat_templates import is_go_template
+from protocol.api import (AssistantMessage, ChatChunk, ChatRequest, DebugChunk, DebugInfo,
+                          GenerateChunk, GenerateRequest, Metrics, merge_options)
 from protocol.wire import ChatTurn, RequestOutput, Submit
 
 routes = web.RouteTableDef()
 
 
-def jinja_template(source: str | None) -> str:
-    """The template to send to the runner: Jinja only ("" = the model's GGUF or built-in one)."""
-    return source if source and not is_go_template(source) else ""
+def template_source(source: str | None) -> str:
+    """The template the runner renders: Ollama's Go syntax or Jinja ("" = the GGUF's own or
+    Herd's built-in one for the family)."""
+    return source or ""
 
 
 def require_completion(entry: ModelEntry, shown: str, endpoint: str) -> None:
@@ -49,7 +49,7 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
         raise BadRequest("raw mode does not support template, system, or context")
     if not 0 <= req.top_logprobs <= 20:
         raise BadRequest("top_logprobs must be between 0 and 20")
-    if req.suffix:
+    if req.suffix and "insert" not in entry.capabilities:
         raise BadRequest(f"{name.full} does not support insert")
     check_think(req.think, req.model)
     keep_alive = request_keep_alive(req.keep_alive, state.settings)
@@ -71,15 +71,21 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
         turns = ([ChatTurn("system", system)] if system else []) + [ChatTurn("user", req.prompt)]
         submit = Submit(next(state.request_ids), sampling,
                         messages=turns, context=req.context or [], return_context=True, truncate=req.truncate,
-                        template=jinja_template(req.template or entry.template))
+                        template=template_source(req.template or entry.template), suffix=req.suffix)
+    submit.logprobs, submit.top_logprobs = req.logprobs or req.top_logprobs > 0, req.top_logprobs
+    if req.debug_render_only:
+        prompt = await render_only(state, entry, options, keep_alive, submit)
+        return json_response(DebugChunk(model, utc_now(), False, DebugInfo(prompt)))
 
-    def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None,
-                   calls: list[ToolCall] | None) -> GenerateChunk:
+    def make_chunk(piece: Piece, final: RequestOutput | None,
+                   metrics: Metrics | None) -> GenerateChunk:
         if final is None:
-            return GenerateChunk(model=model, created_at=utc_now(), response=text, done=False)
-        return GenerateChunk(model=model, created_at=utc_now(), response=text, done=True,
+            return GenerateChunk(model=model, created_at=utc_now(), response=piece.text,
+                                 done=False, logprobs=piece.logprobs)
+        return GenerateChunk(model=model, created_at=utc_now(), response=piece.text, done=True,
                              done_reason=DONE_REASONS.get(final.finish, "stop"),
-                             context=final.context, **_metric_fields(metrics))
+                             context=final.context, logprobs=piece.logprobs,
+                             **_metric_fields(metrics))
 
     return await generate(request, state, entry, options, keep_alive, submit, req.stream,
                           NdjsonFraming(make_chunk))
@@ -113,16 +119,20 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
     check_roles(req.messages)
     turns = chat_turns(req.messages, req.tools, entry.system)
     submit = Submit(next(state.request_ids), sampling,
-                    messages=turns, truncate=req.truncate, template=jinja_template(entry.template))
+                    messages=turns, truncate=req.truncate, template=template_source(entry.template),
+                    logprobs=req.logprobs or req.top_logprobs > 0, top_logprobs=req.top_logprobs)
+    if req.debug_render_only:
+        prompt = await render_only(state, entry, options, keep_alive, submit)
+        return json_response(DebugChunk(model, utc_now(), False, DebugInfo(prompt)))
 
-    def make_chunk(text: str, final: RequestOutput | None, metrics: Metrics | None,
-                   calls: list[ToolCall] | None) -> ChatChunk:
-        message = AssistantMessage("assistant", text, tool_calls=calls)
+    def make_chunk(piece: Piece, final: RequestOutput | None, metrics: Metrics | None) -> ChatChunk:
+        message = AssistantMessage("assistant", piece.text, tool_calls=piece.calls)
         if final is None:
-            return ChatChunk(model=model, created_at=utc_now(), message=message, done=False)
+            return ChatChunk(model=model, created_at=utc_now(), message=message, done=False,
+                             logprobs=piece.logprobs)
         return ChatChunk(model=model, created_at=utc_now(), message=message, done=True,
                          done_reason=DONE_REASONS.get(final.finish, "stop"),
-                         **_metric_fields(metrics))
+                         logprobs=piece.logprobs, **_metric_fields(metrics))
 
     return await generate(request, state, entry, options, keep_alive, submit, req.stream,
                           NdjsonFraming(make_chunk), tool_parser(req.tools))

@@ -14,16 +14,17 @@ from aiohttp import web
 from gateway.chat_messages import chat_turns, require_tools, tool_parser
 from gateway.errors import BadRequest
 from gateway.http_io import decode_body, json_response
-from gateway.inference import (DONE_REASONS, format_text, generate, request_keep_alive,
+from gateway.inference import (DONE_REASONS, Piece, format_text, generate, request_keep_alive,
                                sampling_params)
 from gateway.routes_embed import embed_texts, normalise
-from gateway.routes_generate import jinja_template, require_completion
+from gateway.routes_generate import require_completion, template_source
 from gateway.state import STATE, GatewayState
 from gateway.store import ModelEntry, model_name_or_400, run_blocking
 from gateway.tool_calls import new_call_id
 from protocol.api import Message, Metrics, Options, ToolCall, ToolFunctionCall, merge_options
 from protocol.openai import (AssistantOut, ChatChoice, ChatCompletion, ChatCompletionChunk,
-                             ChatCompletionRequest, ChatMessageIn, ChunkChoice, Completion,
+                             ChatCompletionRequest, ChatMessageIn, ChoiceLogprobs, ChunkChoice,
+                             Completion,
                              CompletionChoice, CompletionRequest, Delta, EmbeddingItem,
                              EmbeddingList, EmbeddingRequest, EmbeddingUsage, FunctionCallOut,
                              ModelCard, ModelList, ToolCallIn, ToolCallOut, Usage)
@@ -87,6 +88,10 @@ def _finish_reason(final: RequestOutput, called: bool) -> str:
     return "tool_calls" if called and reason == "stop" else reason
 
 
+def _logprobs(piece: Piece) -> ChoiceLogprobs | None:
+    return ChoiceLogprobs(piece.logprobs) if piece.logprobs else None
+
+
 class SseChatFraming:
     content_type = SSE
 
@@ -98,19 +103,22 @@ class SseChatFraming:
         self.first = True
         self.called = False
 
-    def _chunk(self, delta: Delta, finish: str | None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(self.id, self.created, self.model, [ChunkChoice(0, delta, finish)])
+    def _chunk(self, delta: Delta, finish: str | None,
+               logprobs: ChoiceLogprobs | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(self.id, self.created, self.model,
+                                   [ChunkChoice(0, delta, finish, logprobs)])
 
     def _role(self) -> str | None:
         role, self.first = ("assistant" if self.first else None), False
         return role
 
-    def delta(self, text: str) -> bytes:
-        return sse(self._chunk(Delta(role=self._role(), content=text), None))
-
-    def calls(self, calls: list[ToolCall]) -> bytes:
-        self.called = True
-        return sse(self._chunk(Delta(role=self._role(), tool_calls=_calls_out(calls)), None))
+    def delta(self, piece: Piece) -> bytes:
+        if piece.calls:
+            self.called = True
+            delta = Delta(role=self._role(), tool_calls=_calls_out(piece.calls))
+        else:
+            delta = Delta(role=self._role(), content=piece.text)
+        return sse(self._chunk(delta, None, _logprobs(piece)))
 
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes:
         out = sse(self._chunk(Delta(), _finish_reason(final, self.called)))
@@ -121,10 +129,10 @@ class SseChatFraming:
     def error(self, message: str) -> bytes:
         return sse({"error": {"message": message, "type": "api_error", "param": None, "code": None}})
 
-    def whole(self, text: str, final: RequestOutput, metrics: Metrics,
-              calls: list[ToolCall] | None) -> ChatCompletion:
-        message = AssistantOut("assistant", text, _calls_out(calls) if calls else None)
-        choice = ChatChoice(0, message, _finish_reason(final, bool(calls)))
+    def whole(self, piece: Piece, final: RequestOutput, metrics: Metrics) -> ChatCompletion:
+        message = AssistantOut("assistant", piece.text,
+                               _calls_out(piece.calls) if piece.calls else None)
+        choice = ChatChoice(0, message, _finish_reason(final, bool(piece.calls)), _logprobs(piece))
         return ChatCompletion(self.id, self.created, self.model, [choice], _usage(metrics))
 
 
@@ -133,8 +141,9 @@ class SseCompletionFraming(SseChatFraming):
         super().__init__(model, include_usage)
         self.id = f"cmpl-{random.randint(0, 998)}"
 
-    def delta(self, text: str) -> bytes:
-        return sse(Completion(self.id, self.created, self.model, [CompletionChoice(text, 0, None)]))
+    def delta(self, piece: Piece) -> bytes:
+        choice = CompletionChoice(piece.text, 0, None, _logprobs(piece))
+        return sse(Completion(self.id, self.created, self.model, [choice]))
 
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes:
         choice = CompletionChoice("", 0, DONE_REASONS.get(final.finish, "stop"))
@@ -143,9 +152,9 @@ class SseCompletionFraming(SseChatFraming):
             out += sse(Completion(self.id, self.created, self.model, [], _usage(metrics)))
         return out + b"data: [DONE]\n\n"
 
-    def whole(self, text: str, final: RequestOutput, metrics: Metrics,
-              calls: list[ToolCall] | None) -> Completion:
-        choice = CompletionChoice(text, 0, DONE_REASONS.get(final.finish, "stop"))
+    def whole(self, piece: Piece, final: RequestOutput, metrics: Metrics) -> Completion:
+        choice = CompletionChoice(piece.text, 0, DONE_REASONS.get(final.finish, "stop"),
+                                  _logprobs(piece))
         return Completion(self.id, self.created, self.model, [choice], _usage(metrics))
 
 
@@ -228,7 +237,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     turns = chat_turns(native_messages(req), req.tools, entry.system)
     options = _options(entry, req, req.max_completion_tokens or req.max_tokens)
     submit = Submit(next(state.request_ids), sampling_params(options, _response_format(req.response_format)),
-                    messages=turns, template=jinja_template(entry.template))
+                    messages=turns, template=template_source(entry.template),
+                    logprobs=req.logprobs or req.top_logprobs > 0,
+                    top_logprobs=min(max(req.top_logprobs, 0), 20))
     framing = SseChatFraming(req.model, bool(req.stream_options and req.stream_options.include_usage))
     return await generate(request, state, entry, options,
                           request_keep_alive(req.keep_alive, state.settings), submit, req.stream,
@@ -242,9 +253,13 @@ async def completions(request: web.Request) -> web.StreamResponse:
     entry = _entry(state, req.model)
     require_completion(entry, req.model, "generate")
     options = _options(entry, req, req.max_tokens)
+    if req.suffix and "insert" not in entry.capabilities:
+        raise BadRequest(f"{model_name_or_400(req.model).full} does not support insert")
     turns = ([ChatTurn("system", entry.system)] if entry.system else []) + [ChatTurn("user", req.prompt)]
+    top = min(max(req.logprobs or 0, 0), 20)
     submit = Submit(next(state.request_ids), sampling_params(options), messages=turns,
-                    template=jinja_template(entry.template))
+                    template=template_source(entry.template), suffix=req.suffix or "",
+                    logprobs=req.logprobs is not None and req.logprobs > 0, top_logprobs=top)
     framing = SseCompletionFraming(req.model, bool(req.stream_options and req.stream_options.include_usage))
     return await generate(request, state, entry, options,
                           request_keep_alive(req.keep_alive, state.settings), submit, req.stream,

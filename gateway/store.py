@@ -29,6 +29,7 @@ from gateway.manifest import (ADAPTER_MEDIA_TYPE, CONFIG_MEDIA_TYPE, LICENSE_MED
                               Manifest, ModelConfig)
 from gateway.names import InvalidName, ModelName, parse_name
 from protocol.api import ListedModel, Message, ModelDetails, Options
+from protocol.chat_templates import is_go_template
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 _CHUNK = 1 << 20
@@ -95,9 +96,10 @@ def derive_capabilities(summary: GGUFSummary | None, template: str | None,
     """What the model can do, from its weights and template, never guessed from its name."""
     text = (template or "") + (summary.chat_template if summary else "")
     caps = ["embedding"] if summary is not None and summary.pooling else ["completion"]
-    if "tools" in text or "tool_call" in text:
+    if "tools" in text or "tool_call" in text or ".Tools" in text:
         caps.append("tools")
-    if ".Suffix" in text or "suffix" in text:
+    # Fill-in-the-middle needs a Go template that places .Suffix; Jinja templates have no slot.
+    if template and ".Suffix" in template and is_go_template(template):
         caps.append("insert")
     if manifest.layer(PROJECTOR_MEDIA_TYPE) is not None or (summary is not None and summary.vision):
         caps.append("vision")

@@ -109,6 +109,7 @@ class GenerateRequest(Struct, omit_defaults=True):
     shift: bool = True
     logprobs: bool = False
     top_logprobs: int = 0
+    debug_render_only: bool = msgspec.field(default=False, name="_debug_render_only")
 
 
 class ChatRequest(Struct, omit_defaults=True):
@@ -124,6 +125,7 @@ class ChatRequest(Struct, omit_defaults=True):
     shift: bool = True
     logprobs: bool = False
     top_logprobs: int = 0
+    debug_render_only: bool = msgspec.field(default=False, name="_debug_render_only")
 
 
 class Metrics(Struct, omit_defaults=True):
@@ -137,6 +139,35 @@ class Metrics(Struct, omit_defaults=True):
     eval_duration: int = 0
 
 
+class TopLogprob(Struct, omit_defaults=True):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class Logprob(Struct, omit_defaults=True):
+    """One generated token's log-probability (Ollama's shape; also OpenAI's `content` items)."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob] | None = None
+
+
+class DebugInfo(Struct, omit_defaults=True):
+    rendered_template: str
+    image_count: int = 0
+
+
+class DebugChunk(Struct):
+    """`_debug_render_only`: the prompt the template produced; nothing is generated."""
+
+    model: str
+    created_at: str
+    done: bool
+    debug_info: DebugInfo = msgspec.field(name="_debug_info")
+
+
 class GenerateChunk(Struct, omit_defaults=True):
     model: str
     created_at: str
@@ -144,6 +175,7 @@ class GenerateChunk(Struct, omit_defaults=True):
     done: bool
     done_reason: str | None = None
     context: list[int] | None = None
+    logprobs: list[Logprob] | None = None
     total_duration: int = 0
     load_duration: int = 0
     prompt_eval_count: int = 0
@@ -165,6 +197,7 @@ class ChatChunk(Struct, omit_defaults=True):
     message: AssistantMessage
     done: bool
     done_reason: str | None = None
+    logprobs: list[Logprob] | None = None
     total_duration: int = 0
     load_duration: int = 0
     prompt_eval_count: int = 0

@@ -54,10 +54,11 @@ def builtin_template(family: str) -> str:
     return BUILTIN_TEMPLATES.get(family, CHATML_TEMPLATE)
 
 
-_GO_ACTION = re.compile(r"\{\{-?\s*(\.|if\s+\.|range\s+\.|with\s+\.|\$)")
+_GO_ACTION = re.compile(r"\{\{-?\s*(\.|\$|if\s|range\s|with\s|else\b|end\b|/\*)"
+                        r"|\{\{[^}]*[\s(]\.[A-Z]")
 
 
 def is_go_template(source: str) -> bool:
-    """Ollama's TEMPLATE layers are Go text/templates ({{ .Prompt }}), which Jinja cannot run;
-    such models fall back to their GGUF or built-in Jinja template."""
-    return bool(_GO_ACTION.search(source))
+    """Ollama's TEMPLATE layers are Go text/templates ({{ .Prompt }}, {{ if … }}{{ end }});
+    Jinja writes its control flow as {% … %} and never starts an expression with `.` or `$`."""
+    return "{%" not in source and bool(_GO_ACTION.search(source))

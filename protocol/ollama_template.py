@@ -58,6 +58,9 @@ class OllamaTemplate:
     def renders_bos(self) -> bool:
         return False  # Go templates leave BOS to the tokenizer
 
+    def render_insert(self, prompt: str, suffix: str) -> str:
+        return self.template.render({"Prompt": prompt, "Suffix": suffix, "Response": ""})
+
     def render(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
                think: bool | str | None = None) -> str:
         system, collated = collate(messages)

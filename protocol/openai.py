@@ -6,7 +6,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from protocol.api import Options, Tool
+from protocol.api import Logprob, Options, Tool
 
 
 class StreamOptions(Struct):
@@ -48,6 +48,8 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     stop: str | list[str] | None = None
     response_format: dict[str, Any] | None = None
     tools: list[Tool] | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
     options: Options | None = None  # Herd extension: any Ollama option, num_ctx included
     keep_alive: float | str | None = None
 
@@ -65,6 +67,7 @@ class CompletionRequest(Struct, omit_defaults=True):
     presence_penalty: float | None = None
     stop: Any = None  # str | list[str], checked by hand for Ollama's message
     suffix: str | None = None
+    logprobs: int | None = None  # N > 0: log-probabilities with the N likeliest alternatives
     options: Options | None = None
     keep_alive: float | str | None = None
 
@@ -108,16 +111,22 @@ class Delta(Struct, omit_defaults=True):
     tool_calls: list[ToolCallOut] | None = None
 
 
+class ChoiceLogprobs(Struct):
+    content: list[Logprob]
+
+
 class ChatChoice(Struct):
     index: int
     message: AssistantOut
     finish_reason: str | None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChunkChoice(Struct):
     index: int
     delta: Delta
     finish_reason: str | None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(Struct):
@@ -144,6 +153,7 @@ class CompletionChoice(Struct):
     text: str
     index: int
     finish_reason: str | None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class Completion(Struct):

@@ -63,7 +63,11 @@ class Submit(Struct, array_like=True, omit_defaults=True, gc=False):
     context: list[int] = []
     return_context: bool = False
     truncate: bool = True
-    template: str = ""  # a Jinja chat template that replaces the model's own
+    template: str = ""  # a chat template (Jinja, or Ollama's Go syntax) replacing the model's own
+    suffix: str = ""  # fill-in-the-middle: text after the insertion point (Go templates' .Suffix)
+    logprobs: bool = False  # report each sampled token's log-probability
+    top_logprobs: int = 0  # … and this many most likely alternatives
+    render_only: bool = False  # answer with the rendered prompt, generate nothing
 
 
 class Abort(Struct, array_like=True, gc=False):
@@ -87,6 +91,15 @@ class Embeddings(Struct, array_like=True, omit_defaults=True, gc=False):
     error_status: int = 0
 
 
+class TokenLogprob(Struct, array_like=True, omit_defaults=True, gc=False):
+    """A sampled token's log-probability under the model, and the likeliest alternatives."""
+
+    token: str
+    logprob: float
+    bytes: list[int] = []
+    top: list[TokenLogprob] = []
+
+
 class RequestOutput(Struct, array_like=True, omit_defaults=True, gc=False):
     """New text of one request in one engine step; metrics ride on the final one."""
 
@@ -100,6 +113,7 @@ class RequestOutput(Struct, array_like=True, omit_defaults=True, gc=False):
     context: list[int] | None = None
     error: str = ""
     error_status: int = 0
+    logprobs: list[TokenLogprob] = []  # one per token sampled since the last output
 
 
 class EngineStep(Struct, array_like=True, gc=False):

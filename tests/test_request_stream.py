@@ -7,17 +7,19 @@ import asyncio
 import pytest
 
 from gateway.request_stream import MAX_CHUNK_CHARS, RequestStream, StreamFailed
-from protocol.wire import FinishReason, RequestOutput
+from protocol.wire import FinishReason, RequestOutput, TokenLogprob
 
 
 def test_deltas_that_arrive_together_are_merged_into_one_chunk() -> None:
-    async def main() -> tuple[str, RequestOutput | None]:
+    async def main() -> tuple[str, list[TokenLogprob], RequestOutput | None]:
         stream = RequestStream(1)
         for piece in ("a", "b", "c"):
-            stream.feed(RequestOutput(1, piece))
+            stream.feed(RequestOutput(1, piece, logprobs=[TokenLogprob(piece, -1.0)]))
         return await stream.next()
 
-    assert asyncio.run(main()) == ("abc", None)
+    text, logprobs, final = asyncio.run(main())
+    assert (text, final) == ("abc", None)
+    assert [lp.token for lp in logprobs] == ["a", "b", "c"]
 
 
 def test_a_huge_backlog_comes_out_in_bounded_chunks_and_nothing_is_lost() -> None:
@@ -27,7 +29,7 @@ def test_a_huge_backlog_comes_out_in_bounded_chunks_and_nothing_is_lost() -> Non
         stream.feed(RequestOutput(1, "end", FinishReason.STOP))
         chunks = []
         while True:
-            text, final = await stream.next()
+            text, _, final = await stream.next()
             chunks.append(text)
             if final is not None:
                 return chunks
@@ -42,7 +44,7 @@ def test_text_before_an_error_is_delivered_then_the_error() -> None:
         stream = RequestStream(1)
         stream.feed(RequestOutput(1, "partial"))
         stream.fail("runner died")
-        assert await stream.next() == ("partial", None)
+        assert await stream.next() == ("partial", [], None)
         with pytest.raises(StreamFailed, match="runner died"):
             await asyncio.wait_for(stream.next(), 5)
 

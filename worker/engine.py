@@ -10,9 +10,11 @@ from typing import Callable
 
 import llama_cpp as L
 
-from protocol.wire import FinishReason, RequestOutput, Submit
+from protocol.wire import FinishReason, RequestOutput, Submit, TokenLogprob
 from worker.chat_template import ChatTemplate, TemplateError
+from worker.go_chat_template import GoChatTemplate, template_from_source
 from worker.llama_model import LlamaContext, LlamaModel
+from worker.logprobs import token_logprob
 from worker.sampler import InvalidFormat, SamplerChain
 from worker.textstream import TextStream
 
@@ -50,6 +52,7 @@ class Sequence:
     t_first: int = 0
     batch_index: int = -1
     on_device: bool = False  # its chain runs inside llama_decode (llama_set_sampler)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # sampled, not yet sent
 
     @property
     def prefilling(self) -> bool:
@@ -81,7 +84,7 @@ class BatchEngine:
         self._running: list[Sequence] = []
         self._by_key: dict[tuple[bytes, int], Sequence] = {}
         self._outbox: dict[bytes, list[RequestOutput]] = {}
-        self._templates: dict[str, ChatTemplate] = {}
+        self._templates: dict[str, ChatTemplate | GoChatTemplate] = {}
         self._batch = L.llama_batch_init(ctx.n_batch, 0, 1)
 
     def close(self) -> None:
@@ -98,6 +101,10 @@ class BatchEngine:
 
     def submit(self, client: bytes, req: Submit) -> None:
         try:
+            if req.render_only:
+                text, _ = self._prompt_text(req)
+                self._out(client, RequestOutput(req.req_id, text, FinishReason.STOP))
+                return
             prompt = self._prompt_tokens(req)
         except RequestError as e:
             self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
@@ -128,17 +135,25 @@ class BatchEngine:
         for (owner, req_id) in [k for k in self._by_key if k[0] == client]:
             self.abort(owner, req_id)
 
-    def _prompt_tokens(self, req: Submit) -> list[int]:
+    def _prompt_text(self, req: Submit) -> tuple[str, bool]:
+        """The prompt as text, and whether it still needs the model's BOS token."""
         if req.raw_prompt is not None:
-            text = req.raw_prompt
-            with_bos = not req.context
-        else:
-            template = self._template_for(req.template)
-            try:
+            return req.raw_prompt, not req.context
+        template = self._template_for(req.template)
+        try:
+            if req.suffix:
+                if not isinstance(template, GoChatTemplate):
+                    raise RequestError("this model's template does not support insert")
+                prompt = req.messages[-1].content if req.messages else ""
+                text = template.render_insert(prompt, req.suffix)
+            else:
                 text = template.render(req.messages)
-            except TemplateError as e:
-                raise RequestError(str(e)) from e
-            with_bos = not req.context and not template.renders_bos
+        except TemplateError as e:
+            raise RequestError(str(e)) from e
+        return text, not req.context and not template.renders_bos
+
+    def _prompt_tokens(self, req: Submit) -> list[int]:
+        text, with_bos = self._prompt_text(req)
         tokens = list(req.context) + self.model.tokenize(text, add_special=False, parse_special=True)
         if with_bos and self.model.add_bos and (not tokens or tokens[0] != self.model.bos):
             tokens.insert(0, self.model.bos)
@@ -154,14 +169,15 @@ class BatchEngine:
             tokens = tokens[:keep] + tokens[-tail:]
         return tokens
 
-    def _template_for(self, source: str) -> ChatTemplate:
+    def _template_for(self, source: str) -> ChatTemplate | GoChatTemplate:
         if not source:
             return self.template
         template = self._templates.get(source)
         if template is None:
             try:
-                template = ChatTemplate(source, bos_token=self.model.token_text(self.model.bos),
-                                        eos_token=self.model.token_text(self.model.eos))
+                template = template_from_source(
+                    source, bos_token=self.model.token_text(self.model.bos),
+                    eos_token=self.model.token_text(self.model.eos))
             except TemplateError as e:
                 raise RequestError(str(e)) from e
             self._templates[source] = template
@@ -199,7 +215,8 @@ class BatchEngine:
             # or was just computed, keeps greedy and seeded answers identical across requests.
             seq.next_token = seq.prompt[-1]
             seq.t_admit = time.perf_counter_ns()
-            if self.device_sampling and seq.chain.device_capable:
+            # Log-probabilities are read from the logits, which a graph-sampled sequence lacks.
+            if self.device_sampling and seq.chain.device_capable and not seq.req.logprobs:
                 seq.on_device = bool(L.llama_set_sampler(self.ctx.ptr, slot.seq_id, seq.chain.ptr))
             self._running.append(seq)
 
@@ -264,9 +281,13 @@ class BatchEngine:
         seq.generated += 1
         if seq.req.return_context:
             seq.generated_tokens.append(token)
+        if seq.req.logprobs:
+            seq.logprobs.append(token_logprob(self.model, self.ctx.ptr, seq.batch_index, token,
+                                              seq.req.top_logprobs))
         text = seq.stream.push(self.model.piece(token))
-        if text:
-            self._out(seq.client, RequestOutput(seq.req.req_id, text))
+        if text or seq.logprobs:
+            self._out(seq.client, RequestOutput(seq.req.req_id, text, logprobs=seq.logprobs))
+            seq.logprobs = []
         limit = seq.req.sampling.num_predict
         slot = seq.slot
         assert slot is not None
