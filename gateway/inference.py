@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.errors import BadRequest, HerdError
 from gateway.http_io import NDJSON, json_response, ndjson_line
-from gateway.request_stream import StreamFailed
+from gateway.request_stream import StreamFailed, Update
 from gateway.state import GatewayState
 from gateway.store import ModelEntry
 from gateway.tool_calls import ToolCallParser, grouped, split
@@ -76,12 +76,18 @@ def request_keep_alive(value: float | str | None, settings: Settings) -> int:
         raise BadRequest(str(e)) from e
 
 
-def check_think(think: bool | str | None, model_name: str) -> None:
+def think_setting(think: bool | str | None, model_name: str, entry: ModelEntry) -> str:
+    """The request's `think` for the runner: "" when absent, "true"/"false", or a level."""
     if isinstance(think, str) and think not in ("high", "medium", "low", "max"):
         raise BadRequest(f'invalid think value: "{think}" (must be "high", "medium", "low", '
                          '"max", true, or false)')
-    if think:
+    if think and "thinking" not in entry.capabilities:
         raise BadRequest(f'"{model_name}" does not support thinking')
+    if think is None:
+        return ""
+    if isinstance(think, bool):
+        return "true" if think else "false"
+    return think
 
 
 async def load_only(state: GatewayState, entry: ModelEntry, options: Options,
@@ -105,6 +111,7 @@ class Piece:
     text: str = ""
     calls: list[ToolCall] | None = None
     logprobs: list[Logprob] | None = None
+    thinking: str = ""
 
 
 def api_logprobs(entries: list[TokenLogprob]) -> list[Logprob] | None:
@@ -151,16 +158,18 @@ class NdjsonFraming:
         return self.make_chunk(piece, final, metrics)
 
 
-def _pieces(parser: ToolCallParser | None, text: str, logprobs: list[TokenLogprob],
-            last: bool) -> list[Piece]:
-    """The chunks to write for a delta: the text itself, or content and calls in order. The
-    delta's log-probabilities ride on its first chunk (on an empty one if the parser holds
-    all the text back)."""
+def _pieces(parser: ToolCallParser | None, update: Update, last: bool) -> list[Piece]:
+    """The chunks to write for an update: reasoning first, then the text itself, or content
+    and calls in order. The update's log-probabilities ride on its first chunk (on an empty
+    one if the parser holds all the text back)."""
+    text, logprobs = update.text, update.logprobs
     if parser is None:
         pieces = [Piece(text)] if text else []
     else:
         pieces = [Piece(p) if isinstance(p, str) else Piece(calls=p)
                   for p in grouped(parser.feed(text) + (parser.finish() if last else []))]
+    if update.thinking:
+        pieces.insert(0, Piece(thinking=update.thinking))
     if logprobs:
         if not pieces:
             pieces = [Piece()]
@@ -185,7 +194,7 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
         try:
             try:
                 # The first news decides the status: an error before any byte keeps its own.
-                text, logprobs, final = await rs.next()
+                update = await rs.next()
             except StreamFailed as e:
                 raise HerdError(str(e), e.status) from None
             metrics = lambda out: Metrics(  # noqa: E731
@@ -193,15 +202,16 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
                 prompt_eval_count=out.prompt_tokens, prompt_eval_duration=out.prompt_ns,
                 eval_count=out.eval_tokens, eval_duration=out.eval_ns)
             if not stream:
-                parts, all_logprobs = [text], list(logprobs)
-                while final is None:
+                updates = [update]
+                while updates[-1].final is None:
                     try:
-                        text, logprobs, final = await rs.next()
+                        updates.append(await rs.next())
                     except StreamFailed as e:
                         raise HerdError(str(e), e.status) from None
-                    parts.append(text)
-                    all_logprobs += logprobs
-                whole = Piece("".join(parts), logprobs=api_logprobs(all_logprobs))
+                final = updates[-1].final
+                whole = Piece("".join(u.text for u in updates),
+                              logprobs=api_logprobs([lp for u in updates for lp in u.logprobs]),
+                              thinking="".join(u.thinking for u in updates))
                 if tools is not None:
                     whole.text, calls = split(tools.feed(whole.text) + tools.finish())
                     whole.calls = calls or None
@@ -209,15 +219,16 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
             response = web.StreamResponse(status=200, headers={"Content-Type": framing.content_type})
             await response.prepare(request)
             while True:
-                await _write(response, framing, _pieces(tools, text, logprobs, final is not None))
+                final = update.final
+                await _write(response, framing, _pieces(tools, update, final is not None))
                 if final is not None:
                     await response.write(framing.end(final, metrics(final)))
                     break
                 try:
-                    text, logprobs, final = await rs.next()
+                    update = await rs.next()
                 except StreamFailed as e:
                     # Text held back as a possible call is still the answer's.
-                    await _write(response, framing, _pieces(tools, "", [], True))
+                    await _write(response, framing, _pieces(tools, Update(), True))
                     await response.write(framing.error(str(e)))
                     break
             await response.write_eof()
@@ -238,8 +249,9 @@ async def render_only(state: GatewayState, entry: ModelEntry, options: Options, 
         final = None
         while final is None:
             try:
-                text, _, final = await rs.next()
+                update = await rs.next()
             except StreamFailed as e:
                 raise HerdError(str(e), e.status) from None
-            parts.append(text)
+            parts.append(update.text)
+            final = update.final
         return "".join(parts)

@@ -7,9 +7,9 @@ from aiohttp import web
 from gateway.chat_messages import check_roles, chat_turns, require_tools, tool_parser
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.http_io import decode_body, json_response, utc_now
-from gateway.inference import (DONE_REASONS, NdjsonFraming, Piece, check_think, generate,
-                               load_only, format_text, render_only, request_keep_alive,
-                               sampling_params)
+from gateway.inference import (DONE_REASONS, NdjsonFraming, Piece, generate, load_only,
+                               format_text, render_only, request_keep_alive, sampling_params,
+                               think_setting)
 from gateway.state import STATE
 from gateway.store import ModelEntry, model_name_or_400
 from protocol.api import (AssistantMessage, ChatChunk, ChatRequest, DebugChunk, DebugInfo,
@@ -51,7 +51,7 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
         raise BadRequest("top_logprobs must be between 0 and 20")
     if req.suffix and "insert" not in entry.capabilities:
         raise BadRequest(f"{name.full} does not support insert")
-    check_think(req.think, req.model)
+    think = think_setting(req.think, req.model, entry)
     keep_alive = request_keep_alive(req.keep_alive, state.settings)
     options = merge_options(entry.params, req.options)
     sampling = sampling_params(options, format_text(req.format))
@@ -73,6 +73,7 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
                         messages=turns, context=req.context or [], return_context=True, truncate=req.truncate,
                         template=template_source(req.template or entry.template), suffix=req.suffix)
     submit.logprobs, submit.top_logprobs = req.logprobs or req.top_logprobs > 0, req.top_logprobs
+    submit.think, submit.split_thinking = think, "thinking" in entry.capabilities and not req.raw
     if req.debug_render_only:
         prompt = await render_only(state, entry, options, keep_alive, submit)
         return json_response(DebugChunk(model, utc_now(), False, DebugInfo(prompt)))
@@ -81,8 +82,9 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
                    metrics: Metrics | None) -> GenerateChunk:
         if final is None:
             return GenerateChunk(model=model, created_at=utc_now(), response=piece.text,
-                                 done=False, logprobs=piece.logprobs)
+                                 done=False, thinking=piece.thinking, logprobs=piece.logprobs)
         return GenerateChunk(model=model, created_at=utc_now(), response=piece.text, done=True,
+                             thinking=piece.thinking,
                              done_reason=DONE_REASONS.get(final.finish, "stop"),
                              context=final.context, logprobs=piece.logprobs,
                              **_metric_fields(metrics))
@@ -103,7 +105,7 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
         raise BadRequest("top_logprobs must be between 0 and 20")
     require_completion(entry, req.model, "chat")
     require_tools(entry, name, req.tools)
-    check_think(req.think, req.model)
+    think = think_setting(req.think, req.model, entry)
     keep_alive = request_keep_alive(req.keep_alive, state.settings)
     options = merge_options(entry.params, req.options)
     sampling = sampling_params(options, format_text(req.format))
@@ -120,13 +122,15 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
     turns = chat_turns(req.messages, req.tools, entry.system)
     submit = Submit(next(state.request_ids), sampling,
                     messages=turns, truncate=req.truncate, template=template_source(entry.template),
-                    logprobs=req.logprobs or req.top_logprobs > 0, top_logprobs=req.top_logprobs)
+                    logprobs=req.logprobs or req.top_logprobs > 0, top_logprobs=req.top_logprobs,
+                    think=think, split_thinking="thinking" in entry.capabilities)
     if req.debug_render_only:
         prompt = await render_only(state, entry, options, keep_alive, submit)
         return json_response(DebugChunk(model, utc_now(), False, DebugInfo(prompt)))
 
     def make_chunk(piece: Piece, final: RequestOutput | None, metrics: Metrics | None) -> ChatChunk:
-        message = AssistantMessage("assistant", piece.text, tool_calls=piece.calls)
+        message = AssistantMessage("assistant", piece.text, thinking=piece.thinking or None,
+                                   tool_calls=piece.calls)
         if final is None:
             return ChatChunk(model=model, created_at=utc_now(), message=message, done=False,
                              logprobs=piece.logprobs)

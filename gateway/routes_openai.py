@@ -15,7 +15,7 @@ from gateway.chat_messages import chat_turns, require_tools, tool_parser
 from gateway.errors import BadRequest
 from gateway.http_io import decode_body, json_response
 from gateway.inference import (DONE_REASONS, Piece, format_text, generate, request_keep_alive,
-                               sampling_params)
+                               sampling_params, think_setting)
 from gateway.routes_embed import embed_texts, normalise
 from gateway.routes_generate import require_completion, template_source
 from gateway.state import STATE, GatewayState
@@ -116,6 +116,8 @@ class SseChatFraming:
         if piece.calls:
             self.called = True
             delta = Delta(role=self._role(), tool_calls=_calls_out(piece.calls))
+        elif piece.thinking:
+            delta = Delta(role=self._role(), reasoning=piece.thinking)
         else:
             delta = Delta(role=self._role(), content=piece.text)
         return sse(self._chunk(delta, None, _logprobs(piece)))
@@ -131,7 +133,7 @@ class SseChatFraming:
 
     def whole(self, piece: Piece, final: RequestOutput, metrics: Metrics) -> ChatCompletion:
         message = AssistantOut("assistant", piece.text,
-                               _calls_out(piece.calls) if piece.calls else None)
+                               _calls_out(piece.calls) if piece.calls else None, piece.thinking)
         choice = ChatChoice(0, message, _finish_reason(final, bool(piece.calls)), _logprobs(piece))
         return ChatCompletion(self.id, self.created, self.model, [choice], _usage(metrics))
 
@@ -215,6 +217,22 @@ def native_messages(req: ChatCompletionRequest) -> list[Message]:
     return messages
 
 
+_EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+            "max": "max", "xhigh": "max", "ultra": "max"}
+
+
+def _think(req: ChatCompletionRequest) -> bool | str | None:
+    """OpenAI's reasoning effort as Ollama's `think`."""
+    effort = req.reasoning_effort
+    if effort is None and req.reasoning:
+        effort = req.reasoning.get("effort")
+    if effort is None:
+        return None
+    if not isinstance(effort, str) or effort not in _EFFORTS:
+        raise BadRequest(f"invalid reasoning value: {effort!r}")
+    return _EFFORTS[effort]
+
+
 def _response_format(value: dict[str, Any] | None) -> str:
     if not value or value.get("type") == "text":
         return ""
@@ -234,12 +252,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     entry = _entry(state, req.model)
     require_completion(entry, req.model, "chat")
     require_tools(entry, model_name_or_400(req.model), req.tools)
+    think = think_setting(_think(req), req.model, entry)
     turns = chat_turns(native_messages(req), req.tools, entry.system)
     options = _options(entry, req, req.max_completion_tokens or req.max_tokens)
     submit = Submit(next(state.request_ids), sampling_params(options, _response_format(req.response_format)),
                     messages=turns, template=template_source(entry.template),
                     logprobs=req.logprobs or req.top_logprobs > 0,
-                    top_logprobs=min(max(req.top_logprobs, 0), 20))
+                    top_logprobs=min(max(req.top_logprobs, 0), 20),
+                    think=think, split_thinking="thinking" in entry.capabilities)
     framing = SseChatFraming(req.model, bool(req.stream_options and req.stream_options.include_usage))
     return await generate(request, state, entry, options,
                           request_keep_alive(req.keep_alive, state.settings), submit, req.stream,

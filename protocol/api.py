@@ -173,6 +173,7 @@ class GenerateChunk(Struct, omit_defaults=True):
     created_at: str
     response: str
     done: bool
+    thinking: str = ""
     done_reason: str | None = None
     context: list[int] | None = None
     logprobs: list[Logprob] | None = None

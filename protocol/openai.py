@@ -50,6 +50,8 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     tools: list[Tool] | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    reasoning_effort: str | None = None
+    reasoning: dict[str, Any] | None = None  # {"effort": ...}
     options: Options | None = None  # Herd extension: any Ollama option, num_ctx included
     keep_alive: float | str | None = None
 
@@ -103,12 +105,14 @@ class AssistantOut(Struct, omit_defaults=True):
     role: str
     content: str
     tool_calls: list[ToolCallOut] | None = None
+    reasoning: str = ""  # Ollama's name for the model's thinking
 
 
 class Delta(Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
     tool_calls: list[ToolCallOut] | None = None
+    reasoning: str | None = None
 
 
 class ChoiceLogprobs(Struct):

@@ -68,6 +68,8 @@ class Submit(Struct, array_like=True, omit_defaults=True, gc=False):
     logprobs: bool = False  # report each sampled token's log-probability
     top_logprobs: int = 0  # … and this many most likely alternatives
     render_only: bool = False  # answer with the rendered prompt, generate nothing
+    think: str = ""  # "" (not asked), "true", "false" or a level ("low", "medium", "high", "max")
+    split_thinking: bool = False  # a thinking model: its <think> block goes to `thinking`
 
 
 class Abort(Struct, array_like=True, gc=False):
@@ -114,6 +116,7 @@ class RequestOutput(Struct, array_like=True, omit_defaults=True, gc=False):
     error: str = ""
     error_status: int = 0
     logprobs: list[TokenLogprob] = []  # one per token sampled since the last output
+    thinking: str = ""  # new reasoning text (thinking models)
 
 
 class EngineStep(Struct, array_like=True, gc=False):

@@ -6,20 +6,21 @@ import asyncio
 
 import pytest
 
-from gateway.request_stream import MAX_CHUNK_CHARS, RequestStream, StreamFailed
+from gateway.request_stream import MAX_CHUNK_CHARS, RequestStream, StreamFailed, Update
 from protocol.wire import FinishReason, RequestOutput, TokenLogprob
 
 
 def test_deltas_that_arrive_together_are_merged_into_one_chunk() -> None:
-    async def main() -> tuple[str, list[TokenLogprob], RequestOutput | None]:
+    async def main() -> Update:
         stream = RequestStream(1)
         for piece in ("a", "b", "c"):
-            stream.feed(RequestOutput(1, piece, logprobs=[TokenLogprob(piece, -1.0)]))
+            stream.feed(RequestOutput(1, piece, logprobs=[TokenLogprob(piece, -1.0)],
+                                      thinking=piece.upper()))
         return await stream.next()
 
-    text, logprobs, final = asyncio.run(main())
-    assert (text, final) == ("abc", None)
-    assert [lp.token for lp in logprobs] == ["a", "b", "c"]
+    update = asyncio.run(main())
+    assert (update.text, update.thinking, update.final) == ("abc", "ABC", None)
+    assert [lp.token for lp in update.logprobs] == ["a", "b", "c"]
 
 
 def test_a_huge_backlog_comes_out_in_bounded_chunks_and_nothing_is_lost() -> None:
@@ -29,7 +30,8 @@ def test_a_huge_backlog_comes_out_in_bounded_chunks_and_nothing_is_lost() -> Non
         stream.feed(RequestOutput(1, "end", FinishReason.STOP))
         chunks = []
         while True:
-            text, _, final = await stream.next()
+            update = await stream.next()
+            text, final = update.text, update.final
             chunks.append(text)
             if final is not None:
                 return chunks
@@ -44,7 +46,7 @@ def test_text_before_an_error_is_delivered_then_the_error() -> None:
         stream = RequestStream(1)
         stream.feed(RequestOutput(1, "partial"))
         stream.fail("runner died")
-        assert await stream.next() == ("partial", [], None)
+        assert await stream.next() == Update("partial")
         with pytest.raises(StreamFailed, match="runner died"):
             await asyncio.wait_for(stream.next(), 5)
 

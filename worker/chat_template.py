@@ -70,12 +70,18 @@ class ChatTemplate:
     def renders_bos(self) -> bool:
         return "bos_token" in self.source
 
-    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True) -> str:
+    def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True,
+               think: str = "") -> str:
         try:
             variables: dict[str, Any] = {"messages": [_message(t) for t in turns]}
             if turns and turns[0].tools:
                 # Absent rather than None without tools: some templates test `tools is defined`.
                 variables["tools"] = json.loads(turns[0].tools)
+            if think:
+                # Qwen3's switch; gpt-oss-style templates read a level
+                variables["enable_thinking"] = think != "false"
+                if think not in ("true", "false"):
+                    variables["reasoning_effort"] = think
             return self._template.render(add_generation_prompt=add_generation_prompt,
                                          bos_token=self._bos, eos_token=self._eos, **variables)
         except TemplateError:

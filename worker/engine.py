@@ -15,6 +15,8 @@ from worker.chat_template import ChatTemplate, TemplateError
 from worker.go_chat_template import GoChatTemplate, template_from_source
 from worker.llama_model import LlamaContext, LlamaModel
 from worker.logprobs import token_logprob
+from worker.thinking import OPEN as THINK_OPEN
+from worker.thinking import ThinkingSplitter
 from worker.sampler import InvalidFormat, SamplerChain
 from worker.textstream import TextStream
 
@@ -53,6 +55,7 @@ class Sequence:
     batch_index: int = -1
     on_device: bool = False  # its chain runs inside llama_decode (llama_set_sampler)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # sampled, not yet sent
+    thinker: ThinkingSplitter | None = None
 
     @property
     def prefilling(self) -> bool:
@@ -105,7 +108,8 @@ class BatchEngine:
                 text, _ = self._prompt_text(req)
                 self._out(client, RequestOutput(req.req_id, text, FinishReason.STOP))
                 return
-            prompt = self._prompt_tokens(req)
+            text, with_bos = self._prompt_text(req)
+            prompt = self._prompt_tokens(req, text, with_bos)
         except RequestError as e:
             self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
                                             error_status=e.status))
@@ -120,6 +124,8 @@ class BatchEngine:
         seq = Sequence(client=client, req=req, prompt=prompt,
                        stream=TextStream(req.sampling.stop), chain=chain,
                        t_submit=time.perf_counter_ns())
+        if req.split_thinking:
+            seq.thinker = ThinkingSplitter(opened_by_prompt=text.rstrip().endswith(THINK_OPEN))
         self._by_key[(client, req.req_id)] = seq
         self._waiting.append(seq)
 
@@ -147,13 +153,12 @@ class BatchEngine:
                 prompt = req.messages[-1].content if req.messages else ""
                 text = template.render_insert(prompt, req.suffix)
             else:
-                text = template.render(req.messages)
+                text = template.render(req.messages, think=req.think)
         except TemplateError as e:
             raise RequestError(str(e)) from e
         return text, not req.context and not template.renders_bos
 
-    def _prompt_tokens(self, req: Submit) -> list[int]:
-        text, with_bos = self._prompt_text(req)
+    def _prompt_tokens(self, req: Submit, text: str, with_bos: bool) -> list[int]:
         tokens = list(req.context) + self.model.tokenize(text, add_special=False, parse_special=True)
         if with_bos and self.model.add_bos and (not tokens or tokens[0] != self.model.bos):
             tokens.insert(0, self.model.bos)
@@ -284,9 +289,10 @@ class BatchEngine:
         if seq.req.logprobs:
             seq.logprobs.append(token_logprob(self.model, self.ctx.ptr, seq.batch_index, token,
                                               seq.req.top_logprobs))
-        text = seq.stream.push(self.model.piece(token))
-        if text or seq.logprobs:
-            self._out(seq.client, RequestOutput(seq.req.req_id, text, logprobs=seq.logprobs))
+        thinking, text = self._split(seq, seq.stream.push(self.model.piece(token)))
+        if text or thinking or seq.logprobs:
+            self._out(seq.client, RequestOutput(seq.req.req_id, text, logprobs=seq.logprobs,
+                                                thinking=thinking))
             seq.logprobs = []
         limit = seq.req.sampling.num_predict
         slot = seq.slot
@@ -309,6 +315,7 @@ class BatchEngine:
         if reason == FinishReason.ABORT:
             return
         tail = "" if seq.stream.stopped or reason == FinishReason.ERROR else seq.stream.flush()
+        thinking, tail = self._split(seq, tail, last=True)
         now = time.perf_counter_ns()
         t_first = seq.t_first or now
         out = RequestOutput(
@@ -318,8 +325,19 @@ class BatchEngine:
             eval_tokens=seq.generated,
             eval_ns=max(now - t_first, 1) if seq.generated else 0,
             context=(seq.prompt + seq.generated_tokens) if seq.req.return_context else None,
-            error=error, error_status=500 if error else 0)
+            error=error, error_status=500 if error else 0, thinking=thinking)
         self._out(seq.client, out)
+
+    @staticmethod
+    def _split(seq: Sequence, text: str, last: bool = False) -> tuple[str, str]:
+        """(thinking, content); a request that turned thinking off gets no thinking text."""
+        if seq.thinker is None:
+            return "", text
+        thinking, content = seq.thinker.feed(text)
+        if last:
+            more_thinking, more_content = seq.thinker.finish()
+            thinking, content = thinking + more_thinking, content + more_content
+        return ("" if seq.req.think == "false" else thinking), content
 
     def _detach(self, seq: Sequence) -> None:
         # The context keeps a pointer to an attached chain: detach it before the chain is freed.
