@@ -50,10 +50,15 @@ def _template_calls(calls: list[ToolCall]) -> str:
     return _json.encode(out).decode()
 
 
-def chat_turns(messages: list[Message], tools: list[Tool] | None,
-               system: str | None) -> list[ChatTurn]:
-    """The turns to template: the model's SYSTEM first unless the request brings its own, and
-    the tool definitions riding on the first turn."""
+def tools_text(tools: list[Tool] | None) -> str:
+    """The tool definitions for the template, as Hugging Face templates read them."""
+    if not tools:
+        return ""
+    return _json.encode([{"type": t.type, "function": t.function} for t in tools]).decode()
+
+
+def chat_turns(messages: list[Message], system: str | None) -> list[ChatTurn]:
+    """The turns to template: the model's SYSTEM first unless the request brings its own."""
     turns: list[ChatTurn] = []
     for message in messages:
         turns.append(ChatTurn(message.role.lower(), message.content,
@@ -63,7 +68,4 @@ def chat_turns(messages: list[Message], tools: list[Tool] | None,
                               tool_call_id=message.tool_call_id or ""))
     if system and (not turns or turns[0].role != "system"):
         turns.insert(0, ChatTurn("system", system))
-    if tools and turns:
-        turns[0].tools = _json.encode([{"type": t.type, "function": t.function}
-                                       for t in tools]).decode()
     return turns

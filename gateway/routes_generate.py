@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.chat_messages import check_roles, chat_turns, require_tools, tool_parser
+from gateway.chat_messages import check_roles, chat_turns, require_tools, tool_parser, tools_text
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.http_io import decode_body, json_response, utc_now
 from gateway.inference import (DONE_REASONS, NdjsonFraming, Piece, generate, load_only,
@@ -74,6 +74,7 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
                         template=template_source(req.template or entry.template), suffix=req.suffix)
     submit.logprobs, submit.top_logprobs = req.logprobs or req.top_logprobs > 0, req.top_logprobs
     submit.think, submit.split_thinking = think, "thinking" in entry.capabilities and not req.raw
+    submit.shift = req.shift
     if req.debug_render_only:
         prompt = await render_only(state, entry, options, keep_alive, submit)
         return json_response(DebugChunk(model, utc_now(), False, DebugInfo(prompt)))
@@ -119,11 +120,12 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
                                        done_reason=reason))
 
     check_roles(req.messages)
-    turns = chat_turns(req.messages, req.tools, entry.system)
+    turns = chat_turns(req.messages, entry.system)
     submit = Submit(next(state.request_ids), sampling,
                     messages=turns, truncate=req.truncate, template=template_source(entry.template),
                     logprobs=req.logprobs or req.top_logprobs > 0, top_logprobs=req.top_logprobs,
-                    think=think, split_thinking="thinking" in entry.capabilities)
+                    think=think, split_thinking="thinking" in entry.capabilities,
+                    tools=tools_text(req.tools), shift=req.shift)
     if req.debug_render_only:
         prompt = await render_only(state, entry, options, keep_alive, submit)
         return json_response(DebugChunk(model, utc_now(), False, DebugInfo(prompt)))

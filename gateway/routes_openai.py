@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 from aiohttp import web
 
-from gateway.chat_messages import chat_turns, require_tools, tool_parser
+from gateway.chat_messages import chat_turns, require_tools, tool_parser, tools_text
 from gateway.errors import BadRequest
 from gateway.http_io import decode_body, json_response
 from gateway.inference import (DONE_REASONS, Piece, format_text, generate, request_keep_alive,
@@ -253,13 +253,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     require_completion(entry, req.model, "chat")
     require_tools(entry, model_name_or_400(req.model), req.tools)
     think = think_setting(_think(req), req.model, entry)
-    turns = chat_turns(native_messages(req), req.tools, entry.system)
+    turns = chat_turns(native_messages(req), entry.system)
     options = _options(entry, req, req.max_completion_tokens or req.max_tokens)
     submit = Submit(next(state.request_ids), sampling_params(options, _response_format(req.response_format)),
                     messages=turns, template=template_source(entry.template),
                     logprobs=req.logprobs or req.top_logprobs > 0,
                     top_logprobs=min(max(req.top_logprobs, 0), 20),
-                    think=think, split_thinking="thinking" in entry.capabilities)
+                    think=think, split_thinking="thinking" in entry.capabilities,
+                    tools=tools_text(req.tools))
     framing = SseChatFraming(req.model, bool(req.stream_options and req.stream_options.include_usage))
     return await generate(request, state, entry, options,
                           request_keep_alive(req.keep_alive, state.settings), submit, req.stream,

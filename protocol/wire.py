@@ -48,9 +48,6 @@ class ChatTurn(Struct, array_like=True, omit_defaults=True, gc=False):
     tool_calls: str = ""  # [{"id"?, "type": "function", "function": {"name", "arguments": {}}}]
     tool_name: str = ""  # role "tool": the tool whose result `content` is
     tool_call_id: str = ""  # role "tool": the call it answers
-    # The request's tool definitions ([{"type": "function", "function": {...}}]). Only the
-    # first turn carries them: the engine hands the template the turns and nothing else.
-    tools: str = ""
 
 
 class Submit(Struct, array_like=True, omit_defaults=True, gc=False):
@@ -70,6 +67,8 @@ class Submit(Struct, array_like=True, omit_defaults=True, gc=False):
     render_only: bool = False  # answer with the rendered prompt, generate nothing
     think: str = ""  # "" (not asked), "true", "false" or a level ("low", "medium", "high", "max")
     split_thinking: bool = False  # a thinking model: its <think> block goes to `thinking`
+    tools: str = ""  # the request's tool definitions as JSON: [{"type": "function", ...}]
+    shift: bool = True  # at the context limit, drop old tokens and go on (else stop: "length")
 
 
 class Abort(Struct, array_like=True, gc=False):

@@ -81,11 +81,40 @@ def test_num_predict_bounds_eval_count(server, num_predict: int) -> None:
     assert r.done_reason == "length"
 
 
-def test_num_predict_minus_one_runs_until_the_context_is_full(server) -> None:
+def test_num_predict_minus_two_fills_the_context(server) -> None:
     r = server.client().generate(model="tiny", prompt="hello",
-                                 options={"temperature": 0, "num_predict": -1, "num_ctx": 64})
+                                 options={"temperature": 0, "num_predict": -2, "num_ctx": 64})
     assert r.done_reason == "length"
     assert r.prompt_eval_count + r.eval_count == 64
+
+
+def test_without_shift_generation_stops_at_a_full_context(server) -> None:
+    r = httpx.post(server.url + "/api/generate", json={
+        "model": "tiny", "prompt": "hello", "stream": False, "shift": False,
+        "options": {"temperature": 0, "num_predict": 200, "num_ctx": 64}}).json()
+    assert r["done_reason"] == "length"
+    assert r["prompt_eval_count"] + r["eval_count"] == 64
+
+
+def test_the_context_shifts_so_generation_goes_past_it(server) -> None:
+    options = {"temperature": 0.8, "seed": 9, "num_predict": 200, "num_ctx": 64}
+    r = httpx.post(server.url + "/api/generate", json={
+        "model": "tiny", "prompt": "hello", "stream": False, "options": options}).json()
+    assert r["done_reason"] == "length" and r["eval_count"] == 200
+    # seeded, so the same answer again (the shifted cells are dropped when it ends)
+    again = httpx.post(server.url + "/api/generate", json={
+        "model": "tiny", "prompt": "hello", "stream": False, "options": options}).json()
+    assert again["response"] == r["response"]
+
+
+def test_unlimited_generation_is_capped_after_several_contexts(server) -> None:
+    from worker.engine import UNLIMITED_CAP_CONTEXTS
+
+    r = httpx.post(server.url + "/api/generate", json={
+        "model": "tiny", "prompt": "hello", "stream": False,
+        "options": {"temperature": 0, "num_predict": -1, "num_ctx": 32}}).json()
+    assert r["done_reason"] == "length"
+    assert r["eval_count"] == UNLIMITED_CAP_CONTEXTS * 32
 
 
 def test_stop_string_ends_generation_and_is_not_emitted(server) -> None:
@@ -204,3 +233,23 @@ def test_invalid_format_is_400(server) -> None:
     r = httpx.post(server.url + "/api/generate", json={"model": "tiny", "prompt": "x", "format": "yaml"})
     assert r.status_code == 400
     assert r.json()["error"].startswith('invalid format: "yaml"')
+
+
+def test_a_long_chat_drops_its_oldest_messages_to_fit(server) -> None:
+    filler = " ".join(["many words of history"] * 12)
+    messages = [{"role": "system", "content": "SYSTEM-NOTE"}]
+    for i in range(6):
+        messages += [{"role": "user", "content": f"question {i} {filler}"},
+                     {"role": "assistant", "content": f"answer {i} {filler}"}]
+    messages.append({"role": "user", "content": "the last question"})
+    body = {"model": "tiny", "messages": messages, "stream": False,
+            "options": {"num_ctx": 256, "num_predict": 2}}
+    rendered = httpx.post(server.url + "/api/chat", json={**body, "_debug_render_only": True}).json()
+    text = rendered["_debug_info"]["rendered_template"]
+    assert "SYSTEM-NOTE" in text and "the last question" in text
+    assert "question 0 " not in text and "answer 5 " in text
+    r = httpx.post(server.url + "/api/chat", json=body).json()
+    assert r["done"] and r["prompt_eval_count"] < 256
+    refused = httpx.post(server.url + "/api/chat", json={**body, "truncate": False})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "the input length exceeds the context length"

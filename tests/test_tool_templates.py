@@ -8,7 +8,7 @@ import json
 import pytest
 from tool_templates import LLAMA31_TEMPLATE, QWEN25_TEMPLATE
 
-from gateway.chat_messages import chat_turns
+from gateway.chat_messages import chat_turns, tools_text
 from protocol.api import Message, Tool, ToolCall, ToolFunctionCall
 from protocol.wire import ChatTurn, Submit, SamplingParams, WireCodec
 from worker.chat_template import ChatTemplate, TemplateError
@@ -26,18 +26,20 @@ HISTORY = [
 ]
 
 
-def over_the_wire(turns: list[ChatTurn]) -> list[ChatTurn]:
+def over_the_wire(turns: list[ChatTurn], tools: list[Tool] | None) -> Submit:
     codec = WireCodec()
-    submit = codec.decode(*codec.encode(Submit(1, SamplingParams(), messages=turns)))
-    return submit.messages
+    return codec.decode(*codec.encode(Submit(1, SamplingParams(), messages=turns,
+                                             tools=tools_text(tools))))
 
 
-def render(source: str, turns: list[ChatTurn]) -> str:
-    return ChatTemplate(source, bos_token="<s>", eos_token="</s>").render(over_the_wire(turns))
+def render(source: str, turns: list[ChatTurn], tools: list[Tool] | None = None) -> str:
+    submit = over_the_wire(turns, tools)
+    return ChatTemplate(source, bos_token="<s>", eos_token="</s>").render(submit.messages,
+                                                                          tools=submit.tools)
 
 
 def test_qwen_template_gets_the_tools_the_calls_and_the_results() -> None:
-    prompt = render(QWEN25_TEMPLATE, chat_turns(HISTORY, [WEATHER_TOOL], None))
+    prompt = render(QWEN25_TEMPLATE, chat_turns(HISTORY, None), [WEATHER_TOOL])
     tools_json = json.dumps({"type": "function", "function": WEATHER_TOOL.function},
                             ensure_ascii=False)
     assert "# Tools" in prompt and f"<tools>\n{tools_json}\n</tools>" in prompt
@@ -48,20 +50,20 @@ def test_qwen_template_gets_the_tools_the_calls_and_the_results() -> None:
 
 
 def test_without_tools_the_template_takes_its_other_branch() -> None:
-    prompt = render(QWEN25_TEMPLATE, chat_turns([Message("user", "hi")], None, None))
+    prompt = render(QWEN25_TEMPLATE, chat_turns([Message("user", "hi")], None), None)
     assert "# Tools" not in prompt
     assert prompt.startswith("<|im_start|>system\nYou are Qwen")
 
 
 def test_the_models_system_prompt_comes_first_and_tools_still_arrive() -> None:
-    turns = chat_turns([Message("user", "hi")], [WEATHER_TOOL], "Be terse.")
+    turns = chat_turns([Message("user", "hi")], "Be terse.")
     assert [t.role for t in turns] == ["system", "user"]
-    prompt = render(QWEN25_TEMPLATE, turns)
+    prompt = render(QWEN25_TEMPLATE, turns, [WEATHER_TOOL])
     assert prompt.startswith("<|im_start|>system\nBe terse.\n\n# Tools")
 
 
 def test_llama31_template_reads_call_arguments_as_an_object_and_tools_as_dicts() -> None:
-    prompt = render(LLAMA31_TEMPLATE, chat_turns(HISTORY, [WEATHER_TOOL], None))
+    prompt = render(LLAMA31_TEMPLATE, chat_turns(HISTORY, None), [WEATHER_TOOL])
     assert '"name": "get_weather",\n    "description"' not in prompt  # tools are nested under function
     assert '"function": {\n        "name": "get_weather"' in prompt
     assert ('<|start_header_id|>assistant<|end_header_id|>\n\n{"name": "get_weather", '
@@ -70,7 +72,7 @@ def test_llama31_template_reads_call_arguments_as_an_object_and_tools_as_dicts()
 
 
 def test_llama31_tools_variable_is_undefined_without_tools() -> None:
-    prompt = render(LLAMA31_TEMPLATE, chat_turns([Message("user", "hi")], None, None))
+    prompt = render(LLAMA31_TEMPLATE, chat_turns([Message("user", "hi")], None), None)
     assert "Given the following functions" not in prompt
 
 
@@ -78,13 +80,13 @@ def test_a_template_that_refuses_parallel_calls_is_a_template_error() -> None:
     two = [Message("user", "x"), Message("assistant", "", tool_calls=[
         ToolCall(ToolFunctionCall("a", {})), ToolCall(ToolFunctionCall("b", {}))])]
     with pytest.raises(TemplateError, match="single tool-calls"):
-        render(LLAMA31_TEMPLATE, chat_turns(two, [WEATHER_TOOL], None))
+        render(LLAMA31_TEMPLATE, chat_turns(two, None), [WEATHER_TOOL])
 
 
 def test_tool_messages_carry_name_and_call_id_keys() -> None:
     probe = ("{% for m in messages %}{{ m.role }}|{{ m.name }}|{{ m.tool_name }}|{{ m.tool_call_id }}"
              "|{{ 'tool_calls' in m }};{% endfor %}")
-    prompt = render(probe, chat_turns(HISTORY, None, None))
+    prompt = render(probe, chat_turns(HISTORY, None), None)
     assert prompt == ("user||||False;assistant||||True;"
                       "tool|get_weather|get_weather|call_ab12cd34|False;")
 
@@ -93,7 +95,7 @@ def test_call_ids_go_to_the_template_and_missing_ones_are_left_out() -> None:
     probe = "{% for m in messages %}{{ m.tool_calls | tojson }};{% endfor %}"
     history = [Message("assistant", "", tool_calls=[ToolCall(ToolFunctionCall("f", {"x": 1}))]),
                HISTORY[1]]
-    prompt = render(probe, chat_turns(history, None, None))
+    prompt = render(probe, chat_turns(history, None), None)
     first, second, _ = prompt.split(";")
     assert json.loads(first) == [{"type": "function", "function": {"name": "f", "arguments": {"x": 1}}}]
     assert json.loads(second)[0]["id"] == "call_ab12cd34"

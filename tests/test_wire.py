@@ -46,8 +46,9 @@ ONE_OF_EACH: list[tuple[Kind, WireMessage]] = [
         truncate=False,
     )),
     (Kind.SUBMIT, Submit(req_id=8, sampling=SamplingParams(), raw_prompt="raw <b>prompt</b>")),
-    (Kind.SUBMIT, Submit(req_id=9, sampling=SamplingParams(), messages=[
-        ChatTurn("user", "Weather?", tools='[{"type":"function","function":{"name":"w"}}]'),
+    (Kind.SUBMIT, Submit(req_id=9, sampling=SamplingParams(),
+                         tools='[{"type":"function","function":{"name":"w"}}]', messages=[
+        ChatTurn("user", "Weather?"),
         ChatTurn("assistant", "", tool_calls='[{"type":"function","function":{"name":"w","arguments":{}}}]'),
         ChatTurn("tool", "sunny", tool_name="w", tool_call_id="call_ab12cd34"),
     ])),

@@ -71,12 +71,12 @@ class ChatTemplate:
         return "bos_token" in self.source
 
     def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True,
-               think: str = "") -> str:
+               tools: str = "", think: str = "") -> str:
         try:
             variables: dict[str, Any] = {"messages": [_message(t) for t in turns]}
-            if turns and turns[0].tools:
+            if tools:
                 # Absent rather than None without tools: some templates test `tools is defined`.
-                variables["tools"] = json.loads(turns[0].tools)
+                variables["tools"] = json.loads(tools)
             if think:
                 # Qwen3's switch; gpt-oss-style templates read a level
                 variables["enable_thinking"] = think != "false"

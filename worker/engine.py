@@ -11,10 +11,10 @@ from typing import Callable
 import llama_cpp as L
 
 from protocol.wire import FinishReason, RequestOutput, Submit, TokenLogprob
-from worker.chat_template import ChatTemplate, TemplateError
-from worker.go_chat_template import GoChatTemplate, template_from_source
+from worker.chat_template import ChatTemplate
 from worker.llama_model import LlamaContext, LlamaModel
 from worker.logprobs import token_logprob
+from worker.prompt import PromptBuilder, RequestError
 from worker.thinking import OPEN as THINK_OPEN
 from worker.thinking import ThinkingSplitter
 from worker.sampler import InvalidFormat, SamplerChain
@@ -22,11 +22,9 @@ from worker.textstream import TextStream
 
 Emit = Callable[[bytes, list[RequestOutput]], None]
 
-
-class RequestError(Exception):
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+# num_predict -1 is "unlimited" and the context shifts forever; a model that never says EOS
+# would then never answer a non-streaming request. Herd stops it after this many contexts.
+UNLIMITED_CAP_CONTEXTS = 8
 
 
 @dataclass(eq=False)
@@ -56,6 +54,7 @@ class Sequence:
     on_device: bool = False  # its chain runs inside llama_decode (llama_set_sampler)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # sampled, not yet sent
     thinker: ThinkingSplitter | None = None
+    shifted_after: int = -1  # ≥ 0 once the context shifted: cells past this were moved
 
     @property
     def prefilling(self) -> bool:
@@ -80,14 +79,13 @@ class BatchEngine:
         # the host and sampling them there; on a CPU it measured slower (bench/RESULTS.md).
         self.device_sampling = device_sampling
         self.ctx = ctx
-        self.template = template
+        self.prompts = PromptBuilder(model, template, ctx.n_ctx_seq)
         self._emit = emit
         self._slots = [Slot(i) for i in range(ctx.n_seq)]
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
         self._by_key: dict[tuple[bytes, int], Sequence] = {}
         self._outbox: dict[bytes, list[RequestOutput]] = {}
-        self._templates: dict[str, ChatTemplate | GoChatTemplate] = {}
         self._batch = L.llama_batch_init(ctx.n_batch, 0, 1)
 
     def close(self) -> None:
@@ -104,12 +102,10 @@ class BatchEngine:
 
     def submit(self, client: bytes, req: Submit) -> None:
         try:
+            prompt = self.prompts.build(req)
             if req.render_only:
-                text, _ = self._prompt_text(req)
-                self._out(client, RequestOutput(req.req_id, text, FinishReason.STOP))
+                self._out(client, RequestOutput(req.req_id, prompt.text, FinishReason.STOP))
                 return
-            text, with_bos = self._prompt_text(req)
-            prompt = self._prompt_tokens(req, text, with_bos)
         except RequestError as e:
             self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
                                             error_status=e.status))
@@ -121,11 +117,12 @@ class BatchEngine:
             self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
                                             error_status=400))
             return
-        seq = Sequence(client=client, req=req, prompt=prompt,
+        seq = Sequence(client=client, req=req, prompt=prompt.tokens,
                        stream=TextStream(req.sampling.stop), chain=chain,
                        t_submit=time.perf_counter_ns())
         if req.split_thinking:
-            seq.thinker = ThinkingSplitter(opened_by_prompt=text.rstrip().endswith(THINK_OPEN))
+            seq.thinker = ThinkingSplitter(
+                opened_by_prompt=prompt.text.rstrip().endswith(THINK_OPEN))
         self._by_key[(client, req.req_id)] = seq
         self._waiting.append(seq)
 
@@ -140,53 +137,6 @@ class BatchEngine:
     def abort_client(self, client: bytes) -> None:
         for (owner, req_id) in [k for k in self._by_key if k[0] == client]:
             self.abort(owner, req_id)
-
-    def _prompt_text(self, req: Submit) -> tuple[str, bool]:
-        """The prompt as text, and whether it still needs the model's BOS token."""
-        if req.raw_prompt is not None:
-            return req.raw_prompt, not req.context
-        template = self._template_for(req.template)
-        try:
-            if req.suffix:
-                if not isinstance(template, GoChatTemplate):
-                    raise RequestError("this model's template does not support insert")
-                prompt = req.messages[-1].content if req.messages else ""
-                text = template.render_insert(prompt, req.suffix)
-            else:
-                text = template.render(req.messages, think=req.think)
-        except TemplateError as e:
-            raise RequestError(str(e)) from e
-        return text, not req.context and not template.renders_bos
-
-    def _prompt_tokens(self, req: Submit, text: str, with_bos: bool) -> list[int]:
-        tokens = list(req.context) + self.model.tokenize(text, add_special=False, parse_special=True)
-        if with_bos and self.model.add_bos and (not tokens or tokens[0] != self.model.bos):
-            tokens.insert(0, self.model.bos)
-        if not tokens:
-            raise RequestError("prompt is empty after templating")
-        limit = self.ctx.n_ctx_seq
-        if len(tokens) >= limit:
-            if not req.truncate:
-                raise RequestError("the input length exceeds the context length")
-            # Keep num_keep tokens from the start and the newest tail, leaving room to answer.
-            keep = min(max(req.sampling.num_keep, 0), limit // 2)
-            tail = max(limit * 3 // 4 - keep, 1)
-            tokens = tokens[:keep] + tokens[-tail:]
-        return tokens
-
-    def _template_for(self, source: str) -> ChatTemplate | GoChatTemplate:
-        if not source:
-            return self.template
-        template = self._templates.get(source)
-        if template is None:
-            try:
-                template = template_from_source(
-                    source, bos_token=self.model.token_text(self.model.bos),
-                    eos_token=self.model.token_text(self.model.eos))
-            except TemplateError as e:
-                raise RequestError(str(e)) from e
-            self._templates[source] = template
-        return template
 
     # -- one engine step ------------------------------------------------------------------
 
@@ -301,12 +251,19 @@ class BatchEngine:
             self._finish(seq, FinishReason.STOP)
         elif 0 < limit <= seq.generated:
             self._finish(seq, FinishReason.LENGTH)
-        elif len(slot.tokens) + 1 >= self.ctx.n_ctx_seq:
+        elif limit == -1 and seq.generated >= UNLIMITED_CAP_CONTEXTS * self.ctx.n_ctx_seq:
             self._finish(seq, FinishReason.LENGTH)
+        elif len(slot.tokens) + 1 >= self.ctx.n_ctx_seq:
+            # num_predict -2 means "fill the context": no shift then.
+            if limit == -2 or not (seq.req.shift and self._shift_context(seq)):
+                self._finish(seq, FinishReason.LENGTH)
 
     def _finish(self, seq: Sequence, reason: FinishReason, error: str = "") -> None:
         self._by_key.pop((seq.client, seq.req.req_id), None)
         self._detach(seq)
+        if seq.slot is not None and seq.shifted_after >= 0:
+            # Moved cells hold keys computed with text that is gone: no later prompt reuses them.
+            del seq.slot.tokens[self.ctx.forget(seq.slot.seq_id, seq.shifted_after):]
         if seq.slot is not None:
             seq.slot.busy = False
             seq.slot = None
@@ -338,6 +295,21 @@ class BatchEngine:
             more_thinking, more_content = seq.thinker.finish()
             thinking, content = thinking + more_thinking, content + more_content
         return ("" if seq.req.think == "false" else thinking), content
+
+    def _shift_context(self, seq: Sequence) -> bool:
+        """Ollama's context shift: keep the first num_keep tokens (BOS at least), drop half of
+        the rest and go on generating."""
+        slot = seq.slot
+        assert slot is not None
+        n = len(slot.tokens)
+        keep = min(max(seq.req.sampling.num_keep, 1 if slot.tokens[0] == self.model.bos else 0),
+                   n // 2)
+        discard = (n - keep) // 2
+        if discard <= 0 or not self.ctx.shift(slot.seq_id, keep, discard):
+            return False
+        del slot.tokens[keep:keep + discard]
+        seq.shifted_after = keep if seq.shifted_after < 0 else min(seq.shifted_after, keep)
+        return True
 
     def _detach(self, seq: Sequence) -> None:
         # The context keeps a pointer to an attached chain: detach it before the chain is freed.

@@ -36,13 +36,13 @@ class GoChatTemplate:
         except GoTemplateError as e:
             raise TemplateError(str(e)) from e
 
-    def render(self, turns: list[ChatTurn], *, think: str = "") -> str:
-        tools = json.loads(turns[0].tools) if turns and turns[0].tools else None
+    def render(self, turns: list[ChatTurn], *, tools: str = "", think: str = "") -> str:
         value: bool | str | None = None if not think else think not in ("false",)
         if think not in ("", "true", "false"):
             value = think  # a level: .Think is true and .ThinkLevel names it
         try:
-            return self._template.render([_message(t) for t in turns], tools=tools, think=value)
+            return self._template.render([_message(t) for t in turns],
+                                         tools=json.loads(tools) if tools else None, think=value)
         except GoTemplateError as e:
             raise TemplateError(str(e)) from e
         except (TypeError, ValueError) as e:  # a template bug is the model's, not the server's

@@ -153,6 +153,16 @@ class LlamaContext:
     def apply_adapters(self, adapters: list[LoraAdapter]) -> None:
         apply_adapters(self.ptr, adapters)
 
+    def shift(self, seq_id: int, keep: int, discard: int) -> bool:
+        """Drops `discard` cells after the first `keep` and moves the rest down to close the gap
+        (RoPE re-applied by llama.cpp); False where the cache cannot do that."""
+        if not L.llama_memory_can_shift(self.memory):
+            return False
+        if not L.llama_memory_seq_rm(self.memory, seq_id, keep, keep + discard):
+            return False
+        L.llama_memory_seq_add(self.memory, seq_id, keep + discard, -1, -discard)
+        return True
+
     def forget(self, seq_id: int, from_pos: int = 0) -> int:
         """Drops the sequence's KV cells from `from_pos` on; returns how many cells remain.
 
