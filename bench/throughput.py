@@ -50,7 +50,10 @@ MODEL = "gemma3:270m"
 # Same sampling on both sides; seed i for request i so the runs are comparable and repeatable.
 TEMPERATURE, TOP_K, TOP_P = 0.8, 40, 0.9
 # The high-level Llama defaults to cpu_count // 2 threads; pin it to what the brief compares.
-DIRECT_THREADS = 2
+# suite.py --threads sets HERD_BENCH_THREADS (a GPU host has more cores than this machine).
+DIRECT_THREADS = int(os.environ.get("HERD_BENCH_THREADS", "2"))
+# suite.py --gpu-layers: layers the peers offload (0 = CPU); Herd offloads all by default.
+GPU_LAYERS = int(os.environ.get("HERD_BENCH_GPU_LAYERS", "0"))
 DIRECT_CTX = 2048
 READY_TIMEOUT_S = 120.0
 # Warm-up looks like a timed request (similar prompt length) but shares no prefix with them.

