@@ -48,6 +48,10 @@ def go_json(value: Any) -> str:
     return text
 
 
+MAX_OUTPUT_CHARS = 16 << 20
+MAX_RANGE_STEPS = 1_000_000
+
+
 class _Break(Exception):
     pass
 
@@ -197,6 +201,21 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 class _State:
     out: list[str]
     scopes: list[dict[str, Any]] = field(default_factory=list)
+    size: int = 0  # characters written so far
+    steps: int = 0  # range iterations so far
+
+    def write(self, text: str) -> None:
+        # A request may bring its own template: one that loops or grows without end must fail
+        # the request, not hold the runner.
+        self.size += len(text)
+        if self.size > MAX_OUTPUT_CHARS:
+            raise TemplateError("template error: output exceeds the limit")
+        self.out.append(text)
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_RANGE_STEPS:
+            raise TemplateError("template error: too many range iterations")
 
     def lookup(self, name: str) -> Any:
         for scope in reversed(self.scopes):
@@ -237,11 +256,11 @@ class GoTemplate:
     def _run(self, nodes: list[Node], dot: Any, st: _State) -> None:
         for node in nodes:
             if isinstance(node, TextNode):
-                st.out.append(node.text)
+                st.write(node.text)
             elif isinstance(node, Action):
                 value = self._pipeline(node.pipe, dot, st)
                 if not node.pipe.decl:
-                    st.out.append(go_print(value))
+                    st.write(go_print(value))
             elif isinstance(node, Branch):
                 self._branch(node, dot, st)
             elif isinstance(node, RangeNode):
@@ -279,7 +298,7 @@ class GoTemplate:
             elif isinstance(value, (list, tuple, str)):
                 items = list(enumerate(value))
             elif isinstance(value, int) and not isinstance(value, bool):
-                items = [(i, i) for i in range(value)]
+                items = [(i, i) for i in range(min(value, MAX_RANGE_STEPS + 1))]
             elif value is None or value is MISSING:
                 items = []
             else:
@@ -289,6 +308,7 @@ class GoTemplate:
                     self._run(node.orelse, dot, st)
                 return
             for key, elem in items:
+                st.step()
                 bindings: dict[str, Any] = {}
                 if len(node.pipe.decl) == 1:
                     bindings[node.pipe.decl[0]] = elem

@@ -137,3 +137,16 @@ def test_strftime_now_is_available() -> None:
 )
 def test_renders_bos_reflects_whether_the_source_uses_bos_token(source: str, expected: bool) -> None:
     assert template(source).renders_bos is expected
+
+
+def test_nested_ranges_share_one_budget() -> None:
+    from worker.chat_template import ChatTemplate, TemplateError
+
+    nested = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    template = ChatTemplate(nested, bos_token="", eos_token="")
+    import pytest
+
+    with pytest.raises(TemplateError, match="too many loop iterations"):
+        template.render([])
+    small = ChatTemplate("{% for i in range(3) %}{{ i }}{% endfor %}", bos_token="", eos_token="")
+    assert small.render([]) == "012" and small.render([]) == "012"

@@ -120,3 +120,15 @@ def test_consecutive_messages_of_one_role_are_merged() -> None:
         [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
          {"role": "tool", "content": "1"}, {"role": "tool", "content": "2"}])
     assert out == "[user:a\n\nb][tool:1][tool:2]"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("{{ range 100000000 }}x{{ end }}", "too many range iterations"),
+    ("{{ range .L }}{{ range $.L }}{{ range $.L }}{{ . }}{{ end }}{{ end }}{{ end }}",
+     "too many range iterations"),
+    ("{{ range .L }}{{ $.Big }}{{ end }}", "output exceeds the limit"),
+])
+def test_runaway_templates_fail_instead_of_holding_the_runner(source: str, message: str) -> None:
+    data = {"L": list(range(200)), "Big": "x" * (1 << 20)}
+    with pytest.raises(TemplateError, match=message):
+        GoTemplate(source).render(data)

@@ -17,6 +17,9 @@ class TemplateError(ValueError):
     pass
 
 
+_RANGE_BUDGET = 1_000_000
+
+
 def _raise_exception(message: str) -> None:
     raise TemplateError(message)
 
@@ -51,7 +54,9 @@ class ChatTemplate:
                                             undefined=jinja2.Undefined)
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
+        env.globals["range"] = self._range
         env.filters["tojson"] = _tojson
+        self._range_left = 0
         try:
             self._template = env.from_string(source)
         except jinja2.TemplateError as e:
@@ -59,6 +64,15 @@ class ChatTemplate:
         self.source = source
         self._bos = bos_token
         self._eos = eos_token
+
+    def _range(self, *args: int) -> range:
+        # The sandbox caps one range at 100,000 items, not loops nested in each other; the
+        # runner renders in its main loop, so a template's loops share one budget per render.
+        r = range(*args)
+        self._range_left -= len(r)
+        if self._range_left < 0:
+            raise TemplateError("template error: too many loop iterations")
+        return r
 
     @classmethod
     def for_model(cls, gguf_template: str | None, family: str, *, bos_token: str,
@@ -72,6 +86,7 @@ class ChatTemplate:
 
     def render(self, turns: list[ChatTurn], *, add_generation_prompt: bool = True,
                tools: str = "", think: str = "") -> str:
+        self._range_left = _RANGE_BUDGET
         try:
             variables: dict[str, Any] = {"messages": [_message(t) for t in turns]}
             if tools:

@@ -11,6 +11,9 @@ from worker.go_chat_template import GoChatTemplate, template_from_source
 from worker.llama_model import LlamaModel
 
 
+_TEMPLATE_CACHE = 32
+
+
 class RequestError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
@@ -89,5 +92,8 @@ class PromptBuilder:
                     eos_token=self.model.token_text(self.model.eos))
             except TemplateError as e:
                 raise RequestError(str(e)) from e
+            if len(self._templates) >= _TEMPLATE_CACHE:
+                # Requests may each bring their own template: keep the cache bounded.
+                self._templates.pop(next(iter(self._templates)))
             self._templates[source] = template
         return template
