@@ -8,28 +8,17 @@ from typing import Any
 
 import msgspec
 
-from gateway.client_cli import CliError, _check, _client, _Display, _StreamLine
+from gateway.client_common import ProgressDisplay, follow_status_stream, server_client
 from protocol.api import TransferRequest
 
 
 def _transfer(path: str, args: argparse.Namespace) -> int:
     body = msgspec.json.encode(TransferRequest(model=args.model, insecure=args.insecure))
-    with _client() as client, _Display() as display:
+    with server_client() as client, ProgressDisplay() as display:
         with client.stream("POST", path, content=body,
                            headers={"Content-Type": "application/json"}) as response:
-            _check(response)
-            status = ""
-            for raw in response.iter_lines():
-                if not raw.strip():
-                    continue
-                line = msgspec.json.decode(raw, type=_StreamLine)
-                if line.error is not None:
-                    raise CliError(line.error)
-                status = line.status
-                if status != "success":
-                    display.update(status, line.total, line.completed)
-            if status != "success":  # the stream broke off before the end
-                raise CliError("the server closed the connection before the transfer finished")
+            follow_status_stream(response, display,
+                                 "the server closed the connection before the transfer finished")
     print("success")
     return 0
 

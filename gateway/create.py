@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from gateway.blobs import parse_digest
 from gateway.errors import BadRequest, HerdError, ModelNotFound, NotFound
 from gateway.gguf_meta import GGUF_MAGIC, NotGGUF, read_summary
 from gateway.manifest import (ADAPTER_MEDIA_TYPE, LICENSE_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
@@ -25,7 +26,7 @@ from gateway.manifest import (ADAPTER_MEDIA_TYPE, LICENSE_MEDIA_TYPE, MESSAGES_M
                               TEMPLATE_MEDIA_TYPE, Layer)
 from gateway.modelfile import ModelfileError, options_from_mapping, parse_modelfile
 from gateway.names import InvalidName, parse_name
-from gateway.store import ModelStore, model_name_or_400, parse_digest
+from gateway.store import ModelStore, model_name_or_400
 from protocol.api import CreateRequest, Options, StatusChunk, merge_options
 from protocol.chat_templates import is_go_template
 from protocol.go_template import GoTemplate, TemplateError

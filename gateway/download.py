@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from gateway.blobs import parse_digest
 from gateway.errors import HerdError
 from gateway.registry import NETWORK_ERRORS, RegistryError, RegistryUnreachable, describe
-from gateway.store import ModelStore, parse_digest, run_blocking
+from gateway.store import ModelStore, run_blocking
 
 _CHUNK = 1 << 20
 MAX_TRIES = 4

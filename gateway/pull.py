@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Callable
 
 import msgspec
 
+from gateway.blobs import parse_digest
 from gateway.download import DigestMismatch
 from gateway.errors import NotFound
 from gateway.manifest import Layer, Manifest
 from gateway.registry import (ManifestNotFound, RegistryClient, RegistryError,
                               RegistryUnreachable, registry_target)
-from gateway.store import parse_digest, run_blocking
+from gateway.store import run_blocking
 from gateway.transfers import Transfers, progress_of
 from protocol.api import StatusChunk
 

@@ -3,6 +3,8 @@
 manifests/<host>/<namespace>/<model>/<tag> and blobs/sha256-<hex>. Every write goes to a temp
 file in the same folder, is fsynced and renamed into place, so a crash never leaves a
 half-written manifest or blob under its final name; every blob is checked against its digest.
+The blob files themselves are gateway.blobs; this module names them in manifests and resolves
+a model name to its entry.
 """
 
 from __future__ import annotations
@@ -10,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
-import shutil
-import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 from msgspec import Struct
 
+from gateway.blobs import BlobStore, atomic_write, fsync_dir, parse_digest
 from gateway.errors import BadRequest, ModelNotFound, NotFound
 from gateway.gguf_meta import GGUFSummary, NotGGUF, format_parameter_size, read_summary
 from gateway.manifest import (ADAPTER_MEDIA_TYPE, CONFIG_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
@@ -30,14 +30,6 @@ from gateway.manifest import (ADAPTER_MEDIA_TYPE, CONFIG_MEDIA_TYPE, LICENSE_MED
 from gateway.names import InvalidName, ModelName, parse_name
 from protocol.api import ListedModel, Message, ModelDetails, Options
 from protocol.chat_templates import is_go_template
-
-_DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
-_CHUNK = 1 << 20
-
-
-class InvalidDigest(BadRequest):
-    def __init__(self) -> None:
-        super().__init__("invalid digest format")
 
 
 class ModelEntry(Struct):
@@ -76,14 +68,6 @@ def format_time(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + frac + dt.strftime("%z")[:3] + ":" + dt.strftime("%z")[3:]
 
 
-def parse_digest(digest: str) -> str:
-    """'sha256:<hex>' or 'sha256-<hex>' → lower-case hex; anything else is a 400."""
-    m = _DIGEST.match(digest)
-    if m is None:
-        raise InvalidDigest()
-    return m.group(1).lower()
-
-
 def model_name_or_400(text: str) -> ModelName:
     try:
         return parse_name(text)
@@ -112,111 +96,19 @@ def _digests(manifest: Manifest) -> set[str]:
     return {manifest.config.digest, *(layer.digest for layer in manifest.layers)}
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
+class ModelStore(BlobStore):
+    """Manifests over the blobs: one object, because pulls, pushes and creates move blobs and
+    name them in a manifest together."""
 
-def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(folder)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-class ModelStore:
     def __init__(self, root: str) -> None:
+        super().__init__(root)
         self.root = root
-        self.blobs_dir = os.path.join(root, "blobs")
         self.manifests_dir = os.path.join(root, "manifests")
-        os.makedirs(self.blobs_dir, exist_ok=True)
         os.makedirs(self.manifests_dir, exist_ok=True)
         self._entries: dict[tuple[str, float], ModelEntry] = {}
         # Manifest writes and deletes run in worker threads: reference counting must not race.
         self._lock = threading.RLock()
-
-    # -- blobs -----------------------------------------------------------------------------
-
-    def blob_path(self, digest: str) -> str:
-        return os.path.join(self.blobs_dir, f"sha256-{parse_digest(digest)}")
-
-    def has_blob(self, digest: str) -> bool:
-        return os.path.isfile(self.blob_path(digest))
-
-    def partial_path(self, digest: str) -> str:
-        """Where a download in progress lives (Ollama's name), kept across restarts to resume;
-        never a blob's name, so nothing reads it before it is verified and committed."""
-        return self.blob_path(digest) + "-partial"
-
-    def commit_blob(self, path: str, digest: str) -> None:
-        """Gives a fully written, already verified file in blobs/ its digest name."""
-        os.replace(path, self.blob_path(digest))
-        _fsync_dir(self.blobs_dir)
-
-    async def write_blob(self, digest: str, chunks: AsyncIterator[bytes]) -> None:
-        """Streams a blob to a temp file while hashing; only a verified blob gets its name."""
-        final = self.blob_path(digest)
-        expected = parse_digest(digest)
-        fd, tmp = tempfile.mkstemp(dir=self.blobs_dir, prefix=".tmp-")
-        hasher = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as f:
-                async for chunk in chunks:
-                    hasher.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            got = hasher.hexdigest()
-            if got != expected:
-                raise BadRequest(f'digest mismatch, expected "sha256:{expected}", got "sha256:{got}"')
-            os.replace(tmp, final)
-            _fsync_dir(self.blobs_dir)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    def write_bytes_blob(self, data: bytes) -> Layer:
-        digest = hashlib.sha256(data).hexdigest()
-        path = os.path.join(self.blobs_dir, f"sha256-{digest}")
-        if not os.path.exists(path):
-            _atomic_write(path, data)
-        return Layer("", f"sha256:{digest}", len(data))
-
-    def import_file(self, source: str, digest_hex: str | None = None) -> str:
-        """Copies a local file into the blobs (verified) and returns its digest."""
-        if digest_hex and os.path.isfile(os.path.join(self.blobs_dir, f"sha256-{digest_hex}")):
-            return f"sha256:{digest_hex}"
-        fd, tmp = tempfile.mkstemp(dir=self.blobs_dir, prefix=".tmp-")
-        hasher = hashlib.sha256()
-        try:
-            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-                while chunk := src.read(_CHUNK):
-                    hasher.update(chunk)
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
-            got = hasher.hexdigest()
-            if digest_hex and got != digest_hex:
-                raise ValueError(f"{source}: sha256 {got} does not match {digest_hex}")
-            os.replace(tmp, os.path.join(self.blobs_dir, f"sha256-{got}"))
-            _fsync_dir(self.blobs_dir)
-            return f"sha256:{got}"
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     # -- manifests -------------------------------------------------------------------------
 
@@ -251,7 +143,7 @@ class ModelStore:
         with self._lock:
             path = self._manifest_path(name)
             old = self._read_manifest(path) if os.path.isfile(path) else None
-            _atomic_write(path, raw)
+            atomic_write(path, raw)
             return old is not None and self._remove_unreferenced(_digests(old)) > 0
 
     def manifest_bytes(self, name: ModelName) -> bytes:
@@ -270,7 +162,7 @@ class ModelStore:
         with open(path, "rb") as f:
             raw = f.read()
         with self._lock:
-            _atomic_write(self._manifest_path(destination), raw)
+            atomic_write(self._manifest_path(destination), raw)
 
     def delete(self, name: ModelName, shown: str) -> None:
         """Removes the manifest, then every blob of it that no other manifest references."""
@@ -280,7 +172,7 @@ class ModelStore:
                 raise ModelNotFound(shown)
             manifest = self._read_manifest(path)
             os.unlink(path)
-            _fsync_dir(os.path.dirname(path))
+            fsync_dir(os.path.dirname(path))
             self._prune_empty_dirs(os.path.dirname(path))
             if manifest is not None:
                 self._remove_unreferenced(_digests(manifest))
@@ -338,26 +230,26 @@ class ModelStore:
             raw = f.read()
         try:
             manifest = msgspec.json.decode(raw, type=Manifest)
-            config = msgspec.json.decode(self._read_blob(manifest.config.digest), type=ModelConfig)
+            config = msgspec.json.decode(self.read_blob(manifest.config.digest), type=ModelConfig)
         except (msgspec.DecodeError, OSError) as e:
             raise NotFound(f"model '{name.display}' has a broken manifest: {e}") from e
         model_layer = manifest.layer(MODEL_MEDIA_TYPE)
         if model_layer is None:
             raise NotFound(f"model '{name.display}' has no model layer")
         params = template = system = None
-        licenses = [self._read_blob(layer.digest).decode() for layer in manifest.layers
+        licenses = [self.read_blob(layer.digest).decode() for layer in manifest.layers
                     if layer.mediaType == LICENSE_MEDIA_TYPE]
         adapters = [self.blob_path(layer.digest) for layer in manifest.layers
                     if layer.mediaType == ADAPTER_MEDIA_TYPE]
         messages: list[Message] = []
         if (layer := manifest.layer(MESSAGES_MEDIA_TYPE)) is not None:
-            messages = msgspec.json.decode(self._read_blob(layer.digest), type=list[Message])
+            messages = msgspec.json.decode(self.read_blob(layer.digest), type=list[Message])
         if (layer := manifest.layer(PARAMS_MEDIA_TYPE)) is not None:
-            params = msgspec.json.decode(self._read_blob(layer.digest), type=Options)
+            params = msgspec.json.decode(self.read_blob(layer.digest), type=Options)
         if (layer := manifest.layer(TEMPLATE_MEDIA_TYPE)) is not None:
-            template = self._read_blob(layer.digest).decode()
+            template = self.read_blob(layer.digest).decode()
         if (layer := manifest.layer(SYSTEM_MEDIA_TYPE)) is not None:
-            system = self._read_blob(layer.digest).decode()
+            system = self.read_blob(layer.digest).decode()
         try:
             summary: GGUFSummary | None = read_summary(self.blob_path(model_layer.digest))
         except (NotGGUF, OSError):
@@ -372,10 +264,6 @@ class ModelStore:
             capabilities=derive_capabilities(summary, template, manifest),
             gguf_template=summary.chat_template if summary else "",
             licenses=licenses, messages=messages, adapters=adapters)
-
-    def _read_blob(self, digest: str) -> bytes:
-        with open(self.blob_path(digest), "rb") as f:
-            return f.read()
 
     def entries(self) -> list[ModelEntry]:
         """Every complete model in the store, newest first."""
@@ -413,18 +301,6 @@ class ModelStore:
     def write_layers(self, name: ModelName, config: Layer, layers: list[Layer]) -> None:
         self.write_manifest(name, Manifest(config=config, layers=layers))
 
-    def adopt_file(self, path: str) -> str:
-        """Moves a finished file from inside the blobs folder to its digest name."""
-        hasher = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                hasher.update(chunk)
-            os.fsync(f.fileno())
-        digest = hasher.hexdigest()
-        os.replace(path, os.path.join(self.blobs_dir, f"sha256-{digest}"))
-        _fsync_dir(self.blobs_dir)
-        return f"sha256:{digest}"
-
     def create_from_gguf(self, name: ModelName, gguf_digest: str,
                          params: Options | None = None) -> ModelEntry:
         """Writes config + manifest for a GGUF blob that is already in the store."""
@@ -439,20 +315,6 @@ class ModelStore:
             layers.append(self.text_layer(PARAMS_MEDIA_TYPE, msgspec.json.encode(params)))
         self.write_layers(name, self.write_config(summary), layers)
         return self.resolve(name)
-
-    def remove_partial_files(self) -> None:
-        """Start-up housekeeping: dot-files in blobs/ (temp files, conversion folders, partial
-        quantizations) are what a crash leaves; no real blob starts with a dot."""
-        for fname in os.listdir(self.blobs_dir):
-            if fname.startswith("."):
-                path = os.path.join(self.blobs_dir, fname)
-                if os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
 
 
 async def run_blocking(func: Callable[..., Any], *args: Any) -> Any:

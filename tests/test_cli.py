@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from gateway.client_cli import base_url, human_bytes, human_time
+from gateway.client_cli import human_time
+from gateway.client_common import base_url, human_bytes
 from herd_server import ROOT, free_port
 from tiny_models import write_tiny_llama, write_tiny_lora
 
