@@ -15,10 +15,10 @@ from worker.chat_template import ChatTemplate
 from worker.llama_model import LlamaContext, LlamaModel
 from worker.logprobs import token_logprob
 from worker.prompt import PromptBuilder, RequestError
-from worker.thinking import OPEN as THINK_OPEN
-from worker.thinking import ThinkingSplitter
 from worker.sampler import InvalidFormat, SamplerChain
 from worker.textstream import TextStream
+from worker.thinking import OPEN as THINK_OPEN
+from worker.thinking import ThinkingSplitter
 
 Emit = Callable[[bytes, list[RequestOutput]], None]
 
