@@ -60,13 +60,15 @@ def runner_spec(entry: ModelEntry, options: Options, settings: Settings) -> Runn
     threads = int(options.num_thread) if options.num_thread else settings.num_threads
     gpu = int(options.num_gpu) if options.num_gpu is not None else -1
     parallel = settings.num_parallel
-    key = f"{entry.model_digest}|ctx={num_ctx}|par={parallel}|batch={num_batch}|gpu={gpu}|thr={threads}"
+    key = (f"{entry.model_digest}|ctx={num_ctx}|par={parallel}|batch={num_batch}|gpu={gpu}"
+           f"|thr={threads}|kv={settings.kv_cache_type}|fa={settings.flash_attention}")
     if entry.adapters:
         key += "|lora=" + ",".join(os.path.basename(a) for a in entry.adapters)
     return RunnerSpec(key=key, model_path=entry.model_path, num_ctx=num_ctx,
                       num_parallel=parallel, num_batch=num_batch, num_threads=threads,
                       num_gpu_layers=gpu, family=entry.config.model_family,
-                      adapters=entry.adapters)
+                      adapters=entry.adapters, kv_cache_type=settings.kv_cache_type,
+                      flash_attention=settings.flash_attention)
 
 
 def request_keep_alive(value: float | str | None, settings: Settings) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import logging
 import time
 from collections.abc import Callable
@@ -60,7 +61,7 @@ class NodeClient:
         self._pending[request_id] = future
         try:
             await self.sock.send_multipart(self.codec.encode(LoadModel(request_id, spec)))
-            loaded = await asyncio.wait_for(future, timeout)
+            loaded = await asyncio.wait_for(future, None if math.isinf(timeout) else timeout)
         finally:
             self._pending.pop(request_id, None)
         self.loaded_keys.add(spec.key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -10,9 +11,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from protocol.durations import env_keep_alive_ns
+from protocol.durations import DurationError, env_keep_alive_ns, parse_go_duration
 
 DEFAULT_PORT = 11434
+log = logging.getLogger("herd")
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -26,7 +28,9 @@ class Settings(msgspec.Struct, frozen=True):
     context_length: int = 4096
     num_batch: int = 512
     num_threads: int = 0
-    load_timeout_s: float = 300.0
+    load_timeout_s: float = 300.0  # OLLAMA_LOAD_TIMEOUT; infinite when ≤ 0 is asked for
+    kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE: f16, q8_0 or q4_0
+    flash_attention: str = "auto"  # OLLAMA_FLASH_ATTENTION: auto, on or off
     origins: tuple[str, ...] = ()
     # Worker nodes to connect to; empty means `herd serve` starts a local one.
     workers: tuple[str, ...] = ()
@@ -48,6 +52,41 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip().strip("\"'").lower()
+    if raw and raw not in allowed:
+        log.warning("%s=%s is not one of %s: using %s", name, raw, ", ".join(allowed), default)
+    return raw if raw in allowed else default
+
+
+def _flash_attention(raw: str) -> str:
+    value = raw.strip().strip("\"'").lower()
+    if value in ("1", "true", "on", "yes"):
+        return "on"
+    if value in ("0", "false", "off", "no"):
+        return "off"
+    return "auto"
+
+
+def _load_timeout_s(raw: str) -> float:
+    """Go duration or seconds, like Ollama's; zero or negative means wait for ever."""
+    text = raw.strip().strip("\"'")
+    if not text:
+        return 300.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_go_duration(text) / 1e9
+        except DurationError:
+            log.warning("OLLAMA_LOAD_TIMEOUT=%s is not a duration: using 5m", text)
+            return 300.0
+    return seconds if seconds > 0 else float("inf")
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -80,6 +119,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         default_model=env.get("HERD_DEFAULT_MODEL", "gemma3:270m").strip(),
         default_model_file=env.get("HERD_DEFAULT_MODEL_FILE", "").strip(),
         noprune=_bool(env, "OLLAMA_NOPRUNE"),
+        load_timeout_s=_load_timeout_s(env.get("OLLAMA_LOAD_TIMEOUT", "")),
+        kv_cache_type=_choice(env, "OLLAMA_KV_CACHE_TYPE", KV_CACHE_TYPES, "f16"),
+        flash_attention=_flash_attention(env.get("OLLAMA_FLASH_ATTENTION", "")),
     )
 
 

@@ -137,6 +137,8 @@ class RunnerSpec(Struct, omit_defaults=True):
     use_mmap: bool = True
     family: str = ""
     adapters: list[str] = []  # LoRA GGUF paths applied to every context of this runner
+    kv_cache_type: str = "f16"  # f16, q8_0 or q4_0 (OLLAMA_KV_CACHE_TYPE)
+    flash_attention: str = "auto"  # auto, on or off (OLLAMA_FLASH_ATTENTION)
 
 
 class Hello(Struct):

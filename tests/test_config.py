@@ -190,3 +190,25 @@ def test_settings_never_read_the_process_environment(
     s = settings(run_dir)
     assert s.num_parallel != 7
     assert (s.host, s.port) == ("127.0.0.1", 11434)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("", "f16"), ("q8_0", "q8_0"), ("Q4_0", "q4_0"), ("'q8_0'", "q8_0"), ("q5_1", "f16")])
+def test_kv_cache_type(run_dir: str, value: str, expected: str) -> None:
+    env = {"HERD_RUN_DIR": run_dir, "OLLAMA_KV_CACHE_TYPE": value}
+    assert settings_from_env(env).kv_cache_type == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("", "auto"), ("1", "on"), ("true", "on"), ("0", "off"), ("false", "off"), ("maybe", "auto")])
+def test_flash_attention(run_dir: str, value: str, expected: str) -> None:
+    env = {"HERD_RUN_DIR": run_dir, "OLLAMA_FLASH_ATTENTION": value}
+    assert settings_from_env(env).flash_attention == expected
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("", 300.0), ("10m", 600.0), ("90", 90.0), ("1h30m", 5400.0), ("0", float("inf")),
+    ("-1", float("inf")), ("soon", 300.0)])
+def test_load_timeout(run_dir: str, value: str, expected: float) -> None:
+    env = {"HERD_RUN_DIR": run_dir, "OLLAMA_LOAD_TIMEOUT": value}
+    assert settings_from_env(env).load_timeout_s == expected

@@ -121,12 +121,22 @@ def apply_adapters(ctx: L.llama_context_p, adapters: list[LoraAdapter]) -> None:
         raise ModelLoadError("unable to apply the LoRA adapters")
 
 
+_KV_CACHE_TYPES = {"f16": L.GGML_TYPE_F16, "q8_0": L.GGML_TYPE_Q8_0, "q4_0": L.GGML_TYPE_Q4_0}
+_FLASH_ATTENTION = {"auto": -1, "off": 0, "on": 1}  # llama_flash_attn_type
+
+
 class LlamaContext:
     """One llama.cpp context with `n_seq` sequences of `n_ctx_seq` tokens each."""
 
     def __init__(self, model: LlamaModel, *, n_ctx_seq: int, n_seq: int, n_batch: int,
-                 n_threads: int) -> None:
+                 n_threads: int, kv_cache_type: str = "f16",
+                 flash_attention: str = "auto") -> None:
         params = L.llama_context_default_params()
+        params.flash_attn_type = _FLASH_ATTENTION[flash_attention]
+        # A quantized V cache needs flash attention; like Ollama, fall back to f16 without it.
+        kv = kv_cache_type if flash_attention != "off" else "f16"
+        params.type_k = params.type_v = _KV_CACHE_TYPES[kv]
+        self.kv_cache_type = kv
         # kv_unified=False splits n_ctx evenly across sequences, so size it as per-seq × slots.
         params.n_ctx = n_ctx_seq * n_seq
         params.n_batch = n_batch
@@ -137,6 +147,12 @@ class LlamaContext:
             params.n_threads = n_threads
             params.n_threads_batch = n_threads
         self.ptr = L.llama_init_from_model(model.ptr, params)
+        if not self.ptr and kv != "f16":
+            # Quantized blocks must divide the attention head size; a model whose heads do
+            # not fit them keeps the f16 cache, as with Ollama.
+            params.type_k = params.type_v = _KV_CACHE_TYPES["f16"]
+            self.kv_cache_type = "f16"
+            self.ptr = L.llama_init_from_model(model.ptr, params)
         if not self.ptr:
             raise ModelLoadError("unable to create llama.cpp context (out of memory?)")
         self.memory = L.llama_get_memory(self.ptr)

@@ -65,7 +65,8 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None,
     model = model or LlamaModel(spec.model_path, n_gpu_layers=spec.num_gpu_layers)
     n_ctx = context_length(spec, model)
     ctx = LlamaContext(model, n_ctx_seq=n_ctx, n_seq=max(spec.num_parallel, 1),
-                       n_batch=spec.num_batch, n_threads=thread_count(spec))
+                       n_batch=spec.num_batch, n_threads=thread_count(spec),
+                       kv_cache_type=spec.kv_cache_type, flash_attention=spec.flash_attention)
     ctx.apply_adapters(adapters if adapters is not None else
                        [LoraAdapter(model, path) for path in spec.adapters])
     family = spec.family or (model.meta("general.architecture") or "")
