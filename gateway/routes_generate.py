@@ -63,18 +63,18 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
         return json_response(GenerateChunk(model=model, created_at=utc_now(), response="",
                                            done=True, done_reason=reason))
 
+    submit = Submit(next(state.request_ids), sampling, context=req.context or [],
+                    truncate=req.truncate, shift=req.shift,
+                    logprobs=req.logprobs or req.top_logprobs > 0, top_logprobs=req.top_logprobs)
     if req.raw:
-        submit = Submit(next(state.request_ids), sampling, raw_prompt=req.prompt,
-                        context=req.context or [], truncate=req.truncate)
+        submit.raw_prompt = req.prompt
     else:
         system = req.system if req.system is not None else entry.system
-        turns = ([ChatTurn("system", system)] if system else []) + [ChatTurn("user", req.prompt)]
-        submit = Submit(next(state.request_ids), sampling,
-                        messages=turns, context=req.context or [], return_context=True, truncate=req.truncate,
-                        template=template_source(req.template or entry.template), suffix=req.suffix)
-    submit.logprobs, submit.top_logprobs = req.logprobs or req.top_logprobs > 0, req.top_logprobs
-    submit.think, submit.split_thinking = think, "thinking" in entry.capabilities and not req.raw
-    submit.shift = req.shift
+        submit.messages = ([ChatTurn("system", system)] if system else []) + [ChatTurn("user", req.prompt)]
+        submit.return_context = True
+        submit.template = template_source(req.template or entry.template)
+        submit.suffix = req.suffix
+        submit.think, submit.split_thinking = think, "thinking" in entry.capabilities
     if req.debug_render_only:
         prompt = await render_only(state, entry, options, keep_alive, submit)
         return json_response(DebugChunk(model, utc_now(), False, DebugInfo(prompt)))
