@@ -55,15 +55,7 @@ class PromptBuilder:
         tokens = self._tokens(req, text, with_bos)
         limit = self.n_ctx_seq
         if len(tokens) >= limit and req.truncate and req.raw_prompt is None and not req.suffix:
-            # Oldest non-system messages go first; the last message always stays.
-            turns = list(req.messages)
-            while len(tokens) >= limit:
-                oldest = next((i for i, t in enumerate(turns[:-1]) if t.role != "system"), None)
-                if oldest is None:
-                    break
-                del turns[oldest]
-                text, with_bos = self.render(req, turns)
-                tokens = self._tokens(req, text, with_bos)
+            text, tokens = self._drop_oldest(req, limit, text, tokens)
         if len(tokens) >= limit:
             if not req.truncate:
                 raise RequestError("the input length exceeds the context length")
@@ -72,6 +64,32 @@ class PromptBuilder:
             tail = max(limit * 3 // 4 - keep, 1)
             tokens = tokens[:keep] + tokens[-tail:]
         return Prompt(text, tokens)
+
+    def _drop_oldest(self, req: Submit, limit: int, text: str,
+                     tokens: list[int]) -> tuple[str, list[int]]:
+        """The fewest oldest non-system messages dropped (never the last one) for the prompt to
+        fit, found by bisection: the runner renders in its main loop, so a long chat must not
+        cost one render per message."""
+        droppable = [i for i, t in enumerate(req.messages[:-1]) if t.role != "system"]
+
+        def without(n: int) -> tuple[str, list[int]]:
+            gone = set(droppable[:n])
+            turns = [t for i, t in enumerate(req.messages) if i not in gone]
+            rendered, with_bos = self.render(req, turns)
+            return rendered, self._tokens(req, rendered, with_bos)
+
+        best = (text, tokens)
+        low, high = 1, len(droppable)  # dropping `high` is the most that can be done
+        while low <= high:
+            mid = (low + high) // 2
+            candidate = without(mid)
+            if len(candidate[1]) < limit:
+                best, high = candidate, mid - 1
+            else:
+                low = mid + 1
+        if len(best[1]) >= limit and droppable:
+            best = without(len(droppable))  # nothing fits: keep as little history as possible
+        return best
 
     def _tokens(self, req: Submit, text: str, with_bos: bool) -> list[int]:
         tokens = list(req.context) + self.model.tokenize(text, add_special=False, parse_special=True)
