@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway.chat_messages import check_roles, chat_turns, require_tools, tool_parser, tools_text
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.http_io import decode_body, json_response, utc_now
+from gateway.images import check_images
 from gateway.inference import (DONE_REASONS, NdjsonFraming, Piece, generate, load_only,
                                format_text, render_only, request_keep_alive, sampling_params,
                                think_setting)
@@ -51,6 +52,7 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
         raise BadRequest("top_logprobs must be between 0 and 20")
     if req.suffix and "insert" not in entry.capabilities:
         raise BadRequest(f"{name.full} does not support insert")
+    check_images(req.images, entry)
     think = think_setting(req.think, req.model, entry)
     keep_alive = request_keep_alive(req.keep_alive, state.settings)
     options = merge_options(entry.params, req.options)
@@ -120,6 +122,8 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
                                        done_reason=reason))
 
     check_roles(req.messages)
+    for message in req.messages:
+        check_images(message.images, entry)
     turns = chat_turns(req.messages, entry.system)
     submit = Submit(next(state.request_ids), sampling,
                     messages=turns, truncate=req.truncate, template=template_source(entry.template),
