@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 
-from gateway import client_cli, client_registry
+from gateway import client_cli, client_registry, client_run
 from protocol.config import Settings, settings_from_env
 
 log = logging.getLogger("herd")
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("worker", help="worker node only: starts runners on request")
     w.add_argument("--bind", default="", help="ZeroMQ endpoint, e.g. tcp://0.0.0.0:11435")
     w.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
-    client_cli.add_commands(sub)  # list, show, cp, rm, create: HTTP clients of a running server
+    client_run.add_commands(sub)  # run: an answer or a chat, from a running server
+    client_cli.add_commands(sub)  # list, show, ps, stop, cp, rm, create: HTTP clients of a server
     client_registry.add_commands(sub)  # pull, push
     args = parser.parse_args(argv)
     if hasattr(args, "client_command"):

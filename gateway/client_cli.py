@@ -1,8 +1,9 @@
-"""`herd list|show|cp|rm|create`: the ollama CLI's model-management commands, over HTTP.
+"""`herd list|show|ps|stop|cp|rm|create`: the ollama CLI's model-management commands, over HTTP.
 
 They talk to a running server at OLLAMA_HOST exactly as `ollama` does, so they work the same
 against a remote Herd (or an Ollama); nothing here touches the model store directly. `create`
-lives in gateway.client_create, the shared connection and progress in gateway.client_common.
+lives in gateway.client_create, `run` in gateway.client_run, the shared connection and progress
+in gateway.client_common.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 
 from gateway.client_common import CliError, base_url, check_response, human_bytes, server_client
 from gateway.client_create import cmd_create
-from protocol.api import ShowResponse, TagsResponse
+from protocol.api import GenerateRequest, PsResponse, ShowResponse, TagsResponse
 
 
 def human_duration(seconds: float) -> str:
@@ -114,6 +115,59 @@ def show_summary(show: ShowResponse) -> str:
     return "\n".join(out) + "\n"
 
 
+def processor(size: int, size_vram: int) -> str:
+    """Where a loaded model sits, as `ollama ps` says it."""
+    if size_vram == 0:
+        return "100% CPU"
+    if size_vram == size:
+        return "100% GPU"
+    if size_vram > size or size == 0:
+        return "Unknown"
+    cpu = round((size - size_vram) / size * 100)
+    return f"{cpu}%/{100 - cpu}% CPU/GPU"
+
+
+def until(expires_at: str, now: datetime | None = None) -> str:
+    """The UNTIL column: when the idle timer unloads the model."""
+    now = now or datetime.now(timezone.utc)
+    try:
+        then = datetime.fromisoformat(expires_at)
+    except ValueError:
+        return expires_at
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=timezone.utc)
+    if then <= now:
+        return "Stopping..."
+    if (then - now).days > 20 * 365:  # a negative keep_alive: loaded for good
+        return "Forever"
+    return human_time(expires_at, now)
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    with server_client() as client:
+        ps = msgspec.json.decode(check_response(client.get("/api/ps")).content, type=PsResponse)
+    rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
+    rows += [[m.name, m.digest.removeprefix("sha256:")[:12], human_bytes(m.size),
+              processor(m.size, m.size_vram), str(m.context_length), until(m.expires_at)]
+             for m in ps.models]
+    print("\n".join(_table(rows)))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Unloads the model: /api/generate with no prompt and keep_alive 0, like `ollama stop`."""
+    body = msgspec.json.encode(GenerateRequest(model=args.model, keep_alive=0))
+    with server_client() as client:
+        try:
+            check_response(client.post("/api/generate", content=body,
+                                       headers={"Content-Type": "application/json"}))
+        except CliError as e:
+            if "not found" in str(e):
+                raise CliError(f'couldn\'t find model "{args.model}" to stop') from None
+            raise
+    return 0
+
+
 def cmd_copy(args: argparse.Namespace) -> int:
     with server_client() as client:
         check_response(client.post("/api/copy",
@@ -145,6 +199,8 @@ def add_commands(sub: Any) -> None:
     only = show.add_mutually_exclusive_group()
     for field in _SHOW_FIELDS:
         only.add_argument(f"--{field}", action="store_true", help=f"show the model's {field}")
+    command("ps", cmd_ps, "list running models")
+    command("stop", cmd_stop, "stop a running model").add_argument("model")
     cp = command("cp", cmd_copy, "copy a model")
     cp.add_argument("source")
     cp.add_argument("destination")

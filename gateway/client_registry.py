@@ -12,13 +12,23 @@ from gateway.client_common import ProgressDisplay, follow_status_stream, server_
 from protocol.api import TransferRequest
 
 
-def _transfer(path: str, args: argparse.Namespace) -> int:
-    body = msgspec.json.encode(TransferRequest(model=args.model, insecure=args.insecure))
+def transfer(path: str, model: str, insecure: bool) -> None:
+    """Runs a pull or push with its progress on stderr; a failure is a CliError."""
+    body = msgspec.json.encode(TransferRequest(model=model, insecure=insecure))
     with server_client() as client, ProgressDisplay() as display:
         with client.stream("POST", path, content=body,
                            headers={"Content-Type": "application/json"}) as response:
             follow_status_stream(response, display,
                                  "the server closed the connection before the transfer finished")
+
+
+def pull_model(model: str, insecure: bool = False) -> None:
+    """The pull of `herd pull`, without its "success" line (`herd run` pulls with it)."""
+    transfer("/api/pull", model, insecure)
+
+
+def _transfer(path: str, args: argparse.Namespace) -> int:
+    transfer(path, args.model, args.insecure)
     print("success")
     return 0
 
