@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import MutableMapping
 
 from gateway import client_cli, client_registry, client_run
 from protocol.config import Settings, settings_from_env
@@ -73,6 +74,18 @@ async def _serve_http(settings: Settings, node_endpoints: list[str],
         await runner.cleanup()
 
 
+def log_level(env: MutableMapping[str, str]) -> str:
+    """HERD_LOG_LEVEL, else Ollama's OLLAMA_DEBUG: 1 = debug; 2 = trace, which here also lets
+    the runners (they inherit the environment) print llama.cpp's own log."""
+    explicit = env.get("HERD_LOG_LEVEL", "").strip().upper()
+    if explicit in logging.getLevelNamesMapping():
+        return explicit
+    debug = env.get("OLLAMA_DEBUG", "").strip().strip("\"'").lower()
+    if debug in ("2", "trace"):
+        env.setdefault("HERD_LLAMA_VERBOSE", "1")
+    return "DEBUG" if debug in ("1", "2", "true", "debug", "trace") else "INFO"
+
+
 def _import_default_model(settings: Settings) -> None:
     from gateway.default_model import ensure_default_model
     from gateway.store import ModelStore
@@ -124,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if hasattr(args, "client_command"):
         return client_cli.run(args)
-    logging.basicConfig(level=os.environ.get("HERD_LOG_LEVEL", "INFO").upper(),
+    logging.basicConfig(level=log_level(os.environ),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_env()
     if args.command == "serve":

@@ -212,3 +212,16 @@ def test_flash_attention(run_dir: str, value: str, expected: str) -> None:
 def test_load_timeout(run_dir: str, value: str, expected: float) -> None:
     env = {"HERD_RUN_DIR": run_dir, "OLLAMA_LOAD_TIMEOUT": value}
     assert settings_from_env(env).load_timeout_s == expected
+
+
+@pytest.mark.parametrize("env, level, llama_verbose", [
+    ({}, "INFO", None), ({"OLLAMA_DEBUG": "1"}, "DEBUG", None),
+    ({"OLLAMA_DEBUG": "2"}, "DEBUG", "1"), ({"OLLAMA_DEBUG": "0"}, "INFO", None),
+    ({"HERD_LOG_LEVEL": "warning", "OLLAMA_DEBUG": "1"}, "WARNING", None),
+    ({"HERD_LOG_LEVEL": "loud"}, "INFO", None)])
+def test_log_level(env: dict, level: str, llama_verbose: str | None) -> None:
+    from gateway.cli import log_level
+
+    env = dict(env)
+    assert log_level(env) == level
+    assert env.get("HERD_LLAMA_VERBOSE") == llama_verbose
