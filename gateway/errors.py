@@ -1,15 +1,16 @@
-"""One error type, mapped to Ollama's JSON error envelope in one middleware."""
+"""One error type, mapped in one middleware to the error body each API's clients expect."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
 
+from protocol import anthropic, openai
 from protocol.api import OPTION_TYPE_NAMES, ErrorBody
-from protocol.openai import error_envelope
 
 log = logging.getLogger("herd.gateway")
 
@@ -70,21 +71,37 @@ def describe_decode_error(error: msgspec.MsgspecError) -> str:
     return text
 
 
-def error_response(message: str, status: int, openai: bool = False) -> web.Response:
-    body = error_envelope(message, status) if openai else ErrorBody(message)
-    return web.Response(body=msgspec.json.encode(body), status=status,
+ErrorShape = Callable[[str, int], object]
+
+
+def native_error(message: str, status: int) -> ErrorBody:
+    return ErrorBody(message)
+
+
+def error_shape(path: str) -> ErrorShape:
+    """Each API's clients expect their own error body: Anthropic's SDK on /v1/messages,
+    OpenAI's on the rest of /v1, Ollama's everywhere else."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return anthropic.error_envelope
+    if path.startswith("/v1/"):
+        return openai.error_envelope
+    return native_error
+
+
+def error_response(message: str, status: int, shape: ErrorShape = native_error) -> web.Response:
+    return web.Response(body=msgspec.json.encode(shape(message, status)), status=status,
                         content_type="application/json")
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
-    openai = request.path.startswith("/v1/")  # OpenAI clients expect their own envelope
+    shape = error_shape(request.path)
     try:
         return await handler(request)
     except HerdError as e:
-        return error_response(str(e), e.status, openai)
+        return error_response(str(e), e.status, shape)
     except msgspec.MsgspecError as e:
-        return error_response(describe_decode_error(e), 400, openai)
+        return error_response(describe_decode_error(e), 400, shape)
     except web.HTTPNotFound:
         return web.Response(text="404 page not found", status=404)
     except web.HTTPMethodNotAllowed:
@@ -93,4 +110,4 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         raise
     except Exception as e:  # never a bare 500 page: log it and answer in the envelope
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(f"internal error: {e}", 500, openai)
+        return error_response(f"internal error: {e}", 500, shape)

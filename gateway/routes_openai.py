@@ -44,7 +44,7 @@ def _usage(metrics: Metrics) -> Usage:
                  metrics.prompt_eval_count + metrics.eval_count)
 
 
-def _entry(state: GatewayState, model: str) -> ModelEntry:
+def model_entry(state: GatewayState, model: str) -> ModelEntry:
     if not model:
         raise BadRequest("model is required")
     return state.store.resolve(model_name_or_400(model), shown=model)
@@ -249,7 +249,7 @@ def _response_format(value: dict[str, Any] | None) -> str:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     req = await decode_body(request, ChatCompletionRequest)
-    entry = _entry(state, req.model)
+    entry = model_entry(state, req.model)
     require_completion(entry, req.model, "chat")
     require_tools(entry, model_name_or_400(req.model), req.tools)
     think = think_setting(_think(req), req.model, entry)
@@ -271,7 +271,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     req = await decode_body(request, CompletionRequest)
-    entry = _entry(state, req.model)
+    entry = model_entry(state, req.model)
     require_completion(entry, req.model, "generate")
     options = _options(entry, req, req.max_tokens)
     if req.suffix and "insert" not in entry.capabilities:
@@ -297,7 +297,7 @@ async def embeddings(request: web.Request) -> web.Response:
     texts = [req.input] if isinstance(req.input, str) else req.input
     if not texts or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise BadRequest("invalid input")
-    entry = _entry(state, req.model)
+    entry = model_entry(state, req.model)
     vectors, tokens, _ = await embed_texts(
         state, entry, merge_options(entry.params, req.options),
         request_keep_alive(req.keep_alive, state.settings), texts, True)
