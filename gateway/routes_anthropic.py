@@ -190,8 +190,8 @@ def _tool_use_id(call: ToolCall) -> str:
 def _stop_reason(final: RequestOutput, called: bool) -> str:
     if called:
         return "tool_use"
-    # A stop sequence and the end of turn both finish as STOP in the runner, which does not say
-    # which one it was: Ollama answers end_turn for both too.
+    if final.stop:
+        return "stop_sequence"
     return "max_tokens" if DONE_REASONS.get(final.finish) == "length" else "end_turn"
 
 
@@ -254,7 +254,7 @@ class AnthropicFraming:
         return out
 
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes:
-        stop = StopDelta(_stop_reason(final, self.called))
+        stop = StopDelta(_stop_reason(final, self.called), final.stop or None)
         return (self._start() + self._close() + event(MessageDelta(stop, _usage(metrics)))
                 + event(MessageStop()))
 
@@ -272,7 +272,8 @@ class AnthropicFraming:
             content.append(ToolUseBlock(_tool_use_id(call), call.function.name,
                                         call.function.arguments))
         return MessageOut(self.id, "assistant", self.model, content,
-                          _stop_reason(final, bool(piece.calls)), None, _usage(metrics))
+                          _stop_reason(final, bool(piece.calls)), final.stop or None,
+                          _usage(metrics))
 
 
 @routes.post("/v1/messages")

@@ -116,6 +116,7 @@ class RequestOutput(Struct, array_like=True, omit_defaults=True, gc=False):
     error_status: int = 0
     logprobs: list[TokenLogprob] = []  # one per token sampled since the last output
     thinking: str = ""  # new reasoning text (thinking models)
+    stop: str = ""  # on the final output: the stop string that ended the answer, if one did
 
 
 class EngineStep(Struct, array_like=True, gc=False):

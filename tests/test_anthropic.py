@@ -403,3 +403,15 @@ def test_sdk_errors(claude: anthropic.Anthropic) -> None:
         with claude.messages.stream(model="ghost", max_tokens=5,
                                     messages=[{"role": "user", "content": "hi"}]) as stream:
             stream.get_final_message()
+
+
+def test_a_stop_sequence_is_named(models) -> None:
+    free = message(models, messages=ASK, max_tokens=40, **GREEDY)
+    words = free["content"][0]["text"].split()
+    stop = next(w for w in words[2:] if len(w) >= 2)
+    body = message(models, messages=ASK, max_tokens=40, stop_sequences=[stop, "never-seen"],
+                   **GREEDY)
+    assert (body["stop_reason"], body["stop_sequence"]) == ("stop_sequence", stop)
+    assert stop not in body["content"][0]["text"]
+    last = events(models, messages=ASK, max_tokens=40, stop_sequences=[stop], **GREEDY)[-2]
+    assert last[1]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": stop}

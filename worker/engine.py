@@ -282,7 +282,8 @@ class BatchEngine:
             eval_tokens=seq.generated,
             eval_ns=max(now - t_first, 1) if seq.generated else 0,
             context=(seq.prompt + seq.generated_tokens) if seq.req.return_context else None,
-            error=error, error_status=500 if error else 0, thinking=thinking)
+            error=error, error_status=500 if error else 0, thinking=thinking,
+            stop=seq.stream.stopped_by)
         self._out(seq.client, out)
 
     @staticmethod

@@ -11,6 +11,7 @@ class TextStream:
         self._stops = [s for s in stops if s]
         self._held = ""
         self.stopped = False
+        self.stopped_by = ""  # the stop string that ended the text
 
     def push(self, piece: bytes) -> str:
         """Feeds one token's bytes; returns the text that is now safe to emit."""
@@ -23,6 +24,7 @@ class TextStream:
             i = text.find(stop)
             if i != -1 and (cut == -1 or i < cut):
                 cut = i
+                self.stopped_by = stop
         if cut != -1:
             self.stopped = True
             self._held = ""
