@@ -324,8 +324,11 @@ def test_bearer_token_challenge(server, fresh: HerdServer, tmp_path: pathlib.Pat
         assert transfer(server, "push", name, insecure=True)[-1] == {"status": "success"}
 
         def scopes(since: int = 0) -> list[str]:
-            return [parse_qs(urlsplit(path).query)["scope"][0]
-                    for path in reg.tokens.requests[since:]]  # type: ignore[union-attr]
+            # The registry's challenge lists the actions in no fixed order (a Go map).
+            found = [parse_qs(urlsplit(path).query)["scope"][0]
+                     for path in reg.tokens.requests[since:]]  # type: ignore[union-attr]
+            return [f"{s.rsplit(':', 1)[0]}:{','.join(sorted(s.rsplit(':', 1)[1].split(',')))}"
+                    for s in found]
 
         # Reading first asks for pull; the upload's challenge widens it to pull,push.
         assert scopes() == ["repository:herd/private:pull", "repository:herd/private:pull,push"]
