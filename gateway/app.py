@@ -8,7 +8,7 @@ import zmq.asyncio
 from aiohttp import web
 
 from gateway import (routes_anthropic, routes_embed, routes_generate, routes_manage,
-                     routes_models, routes_openai, routes_registry)
+                     routes_models, routes_openai, routes_registry, routes_responses)
 from gateway.cors import add_cors_headers, cors_middleware
 from gateway.errors import error_middleware
 from gateway.scheduler import Scheduler
@@ -29,6 +29,7 @@ def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Applica
     app.add_routes(routes_manage.routes)
     app.add_routes(routes_openai.routes)
     app.add_routes(routes_anthropic.routes)
+    app.add_routes(routes_responses.routes)
     app.add_routes(routes_registry.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -226,6 +226,11 @@ def _think(req: ChatCompletionRequest) -> bool | str | None:
     effort = req.reasoning_effort
     if effort is None and req.reasoning:
         effort = req.reasoning.get("effort")
+    return effort_think(effort)
+
+
+def effort_think(effort: Any) -> bool | str | None:
+    """A reasoning effort as Ollama's `think`; shared with /v1/responses."""
     if effort is None:
         return None
     if not isinstance(effort, str) or effort not in _EFFORTS:
