@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 import zmq.asyncio
 from aiohttp import web
 
-from gateway import (routes_anthropic, routes_embed, routes_generate, routes_manage,
+from gateway import (metrics, routes_anthropic, routes_embed, routes_generate, routes_manage,
                      routes_models, routes_openai, routes_registry, routes_responses)
 from gateway.cors import add_cors_headers, cors_middleware
 from gateway.errors import error_middleware
@@ -20,7 +20,9 @@ MAX_BODY = 256 * 1024 * 1024  # chat histories with images can be large; blobs a
 
 
 def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Application:
-    app = web.Application(middlewares=[cors_middleware(settings), error_middleware],
+    # Metrics outermost: it records the status the client gets, from every other middleware.
+    app = web.Application(middlewares=[metrics.metrics_middleware, cors_middleware(settings),
+                                       error_middleware],
                           client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_cors_headers(settings))
     app.add_routes(routes_models.routes)
@@ -31,6 +33,7 @@ def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Applica
     app.add_routes(routes_anthropic.routes)
     app.add_routes(routes_responses.routes)
     app.add_routes(routes_registry.routes)
+    app.add_routes(metrics.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         zctx = zmq.asyncio.Context()
@@ -38,7 +41,8 @@ def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Applica
         store.remove_partial_files()
         scheduler = Scheduler(settings, zctx)
         await scheduler.connect(list(node_endpoints))
-        app[STATE] = GatewayState(settings=settings, store=store, scheduler=scheduler)
+        app[STATE] = GatewayState(settings=settings, store=store, scheduler=scheduler,
+                                  metrics=metrics.GatewayMetrics(scheduler))
         try:
             yield
         finally:

@@ -193,12 +193,14 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
     async with state.scheduler.lease(entry, spec, keep_alive) as runner:
         load_ns = time.perf_counter_ns() - t0
         rs = await runner.client.submit(submit)
+        model = entry.name.display
         try:
             try:
                 # The first news decides the status: an error before any byte keeps its own.
                 update = await rs.next()
             except StreamFailed as e:
                 raise HerdError(str(e), e.status) from None
+            state.metrics.first_output(model, (time.perf_counter_ns() - t0) / 1e9)
             metrics = lambda out: Metrics(  # noqa: E731
                 total_duration=time.perf_counter_ns() - t0, load_duration=load_ns,
                 prompt_eval_count=out.prompt_tokens, prompt_eval_duration=out.prompt_ns,
@@ -211,6 +213,7 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
                     except StreamFailed as e:
                         raise HerdError(str(e), e.status) from None
                 final = updates[-1].final
+                state.metrics.finished(model, final)
                 whole = Piece("".join(u.text for u in updates),
                               logprobs=api_logprobs([lp for u in updates for lp in u.logprobs]),
                               thinking="".join(u.thinking for u in updates))
@@ -224,6 +227,7 @@ async def generate(request: web.Request, state: GatewayState, entry: ModelEntry,
                 final = update.final
                 await _write(response, framing, _pieces(tools, update, final is not None))
                 if final is not None:
+                    state.metrics.finished(model, final)
                     await response.write(framing.end(final, metrics(final)))
                     break
                 try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ class Scheduler:
         self._released = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._dead_endpoints: set[str] = set()
+        # (model, "success" | "failure") → loads; plain counts, read by the metrics collector.
+        self.load_results: Counter[tuple[str, str]] = Counter()
 
     async def connect(self, endpoints: list[str]) -> None:
         for endpoint in endpoints:
@@ -142,9 +145,14 @@ class Scheduler:
             existing = self._runners.get(spec.key)
             if existing is not None:
                 return existing
-            await self._make_room(entry)
-            node = min(await self._reachable_nodes(), key=lambda n: len(n.loaded_keys))
-            loaded = await self._load_on(node, spec)
+            try:
+                await self._make_room(entry)
+                node = min(await self._reachable_nodes(), key=lambda n: len(n.loaded_keys))
+                loaded = await self._load_on(node, spec)
+            except Exception:
+                self.load_results[entry.name.display, "failure"] += 1
+                raise
+            self.load_results[entry.name.display, "success"] += 1
             runner = LoadedRunner(
                 key=spec.key, entry=entry, node=node,
                 client=RunnerClient(self.zctx, loaded.endpoint),
