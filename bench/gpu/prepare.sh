@@ -20,6 +20,7 @@ plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
 $PY -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp "${plat[@]}" \
   -d "$STAGE/wheels" \
   aiohttp==3.14.5 msgspec==0.22.0 pyzmq==27.3.0 gguf==0.19.0 httpx rich pyyaml tqdm \
+  prometheus-client==0.26.0 \
   fastapi uvicorn sse-starlette starlette-context pydantic-settings diskcache typing-extensions
 # pip's resolver brings numpy/jinja2 along as dependencies: the image's own are used instead.
 rm -f "$STAGE"/wheels/numpy-*.whl "$STAGE"/wheels/jinja2-*.whl "$STAGE"/wheels/MarkupSafe-*.whl \
