@@ -12,7 +12,7 @@ from gateway.names import ModelName
 from gateway.store import ModelEntry
 from gateway.tool_calls import ToolCallParser
 from protocol.api import Message, Tool, ToolCall
-from protocol.wire import ChatTurn
+from protocol.wire import ChatTurn, SamplingParams, Submit
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 _json = msgspec.json.Encoder()
@@ -55,6 +55,17 @@ def tools_text(tools: list[Tool] | None) -> str:
     if not tools:
         return ""
     return _json.encode([{"type": t.type, "function": t.function} for t in tools]).decode()
+
+
+def chat_submit(req_id: int, entry: ModelEntry, sampling: SamplingParams,
+                messages: list[Message], tools: list[Tool] | None, think: str,
+                **fields: Any) -> Submit:
+    """A chat request for the runner, the same for every API that speaks chat: the turns under
+    the model's template, its tools, and the thinking split when the model thinks."""
+    return Submit(req_id, sampling, messages=chat_turns(messages, entry.system),
+                  template=entry.template or "", think=think,
+                  split_thinking="thinking" in entry.capabilities, tools=tools_text(tools),
+                  **fields)
 
 
 def chat_turns(messages: list[Message], system: str | None) -> list[ChatTurn]:

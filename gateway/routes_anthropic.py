@@ -14,13 +14,13 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway.chat_messages import chat_turns, require_tools, tool_parser, tools_text
+from gateway.chat_messages import chat_submit, require_tools, tool_parser
 from gateway.errors import BadRequest
 from gateway.http_io import decode_body
 from gateway.images import check_images
 from gateway.inference import (DONE_REASONS, Piece, format_text, generate, request_keep_alive,
                                sampling_params, think_setting)
-from gateway.routes_generate import require_completion, template_source
+from gateway.routes_generate import require_completion
 from gateway.routes_openai import SSE, model_entry
 from gateway.state import STATE
 from gateway.store import ModelEntry, model_name_or_400
@@ -30,7 +30,7 @@ from protocol.anthropic import (ContentBlock, ContentBlockDelta, ContentBlockIn,
                                 MessageStop, StopDelta, TextBlock, TextDelta, ThinkingBlock,
                                 ThinkingDelta, ToolIn, ToolUseBlock, Usage, error_envelope)
 from protocol.api import Message, Metrics, Options, Tool, ToolCall, ToolFunctionCall, merge_options
-from protocol.wire import RequestOutput, Submit
+from protocol.wire import RequestOutput
 
 routes = web.RouteTableDef()
 _json = msgspec.json.Encoder()
@@ -295,10 +295,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
         check_images(message.images, entry)  # a clear 400 while Herd runs no vision model
     think = think_setting(_think(req, entry), req.model, entry)
     options = _options(entry, req)
-    submit = Submit(next(state.request_ids), sampling_params(options, _format(req)),
-                    messages=chat_turns(messages, entry.system),
-                    template=template_source(entry.template), think=think,
-                    split_thinking="thinking" in entry.capabilities, tools=tools_text(tools))
+    submit = chat_submit(next(state.request_ids), entry, sampling_params(options, _format(req)),
+                         messages, tools, think)
     return await generate(request, state, entry, options,
                           request_keep_alive(req.keep_alive, state.settings), submit, req.stream,
                           AnthropicFraming(req.model), tool_parser(tools))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.chat_messages import check_roles, chat_turns, require_tools, tool_parser, tools_text
+from gateway.chat_messages import check_roles, chat_submit, require_tools, tool_parser
 from gateway.errors import BadRequest, ModelNotFound
 from gateway.http_io import decode_body, json_response, utc_now
 from gateway.images import check_images
@@ -18,12 +18,6 @@ from protocol.api import (AssistantMessage, ChatChunk, ChatRequest, DebugChunk, 
 from protocol.wire import ChatTurn, RequestOutput, Submit
 
 routes = web.RouteTableDef()
-
-
-def template_source(source: str | None) -> str:
-    """The template the runner renders: Ollama's Go syntax or Jinja ("" = the GGUF's own or
-    Herd's built-in one for the family)."""
-    return source or ""
 
 
 def require_completion(entry: ModelEntry, shown: str, endpoint: str) -> None:
@@ -74,7 +68,8 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
         system = req.system if req.system is not None else entry.system
         submit.messages = ([ChatTurn("system", system)] if system else []) + [ChatTurn("user", req.prompt)]
         submit.return_context = True
-        submit.template = template_source(req.template or entry.template)
+        # Go or Jinja; "" leaves the runner the GGUF's own or the family's built-in one
+        submit.template = req.template or entry.template or ""
         submit.suffix = req.suffix
         submit.think, submit.split_thinking = think, "thinking" in entry.capabilities
     if req.debug_render_only:
@@ -124,12 +119,10 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
     check_roles(req.messages)
     for message in req.messages:
         check_images(message.images, entry)
-    turns = chat_turns(req.messages, entry.system)
-    submit = Submit(next(state.request_ids), sampling,
-                    messages=turns, truncate=req.truncate, template=template_source(entry.template),
-                    logprobs=req.logprobs or req.top_logprobs > 0, top_logprobs=req.top_logprobs,
-                    think=think, split_thinking="thinking" in entry.capabilities,
-                    tools=tools_text(req.tools), shift=req.shift)
+    submit = chat_submit(next(state.request_ids), entry, sampling, req.messages, req.tools, think,
+                         truncate=req.truncate, shift=req.shift,
+                         logprobs=req.logprobs or req.top_logprobs > 0,
+                         top_logprobs=req.top_logprobs)
     if req.debug_render_only:
         prompt = await render_only(state, entry, options, keep_alive, submit)
         return json_response(DebugChunk(model, utc_now(), False, DebugInfo(prompt)))

@@ -11,13 +11,13 @@ import msgspec
 import numpy as np
 from aiohttp import web
 
-from gateway.chat_messages import chat_turns, require_tools, tool_parser, tools_text
+from gateway.chat_messages import chat_submit, require_tools, tool_parser
 from gateway.errors import BadRequest
 from gateway.http_io import decode_body, json_response
 from gateway.inference import (DONE_REASONS, Piece, format_text, generate, request_keep_alive,
                                sampling_params, think_setting)
 from gateway.routes_embed import embed_texts, normalise
-from gateway.routes_generate import require_completion, template_source
+from gateway.routes_generate import require_completion
 from gateway.state import STATE, GatewayState
 from gateway.store import ModelEntry, model_name_or_400, run_blocking
 from gateway.tool_calls import new_call_id
@@ -258,14 +258,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     require_completion(entry, req.model, "chat")
     require_tools(entry, model_name_or_400(req.model), req.tools)
     think = think_setting(_think(req), req.model, entry)
-    turns = chat_turns(native_messages(req), entry.system)
     options = _options(entry, req, req.max_completion_tokens or req.max_tokens)
-    submit = Submit(next(state.request_ids), sampling_params(options, _response_format(req.response_format)),
-                    messages=turns, template=template_source(entry.template),
-                    logprobs=req.logprobs or req.top_logprobs > 0,
-                    top_logprobs=min(max(req.top_logprobs, 0), 20),
-                    think=think, split_thinking="thinking" in entry.capabilities,
-                    tools=tools_text(req.tools))
+    submit = chat_submit(next(state.request_ids), entry,
+                         sampling_params(options, _response_format(req.response_format)),
+                         native_messages(req), req.tools, think,
+                         logprobs=req.logprobs or req.top_logprobs > 0,
+                         top_logprobs=min(max(req.top_logprobs, 0), 20))
     framing = SseChatFraming(req.model, bool(req.stream_options and req.stream_options.include_usage))
     return await generate(request, state, entry, options,
                           request_keep_alive(req.keep_alive, state.settings), submit, req.stream,
@@ -284,7 +282,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     turns = ([ChatTurn("system", entry.system)] if entry.system else []) + [ChatTurn("user", req.prompt)]
     top = min(max(req.logprobs or 0, 0), 20)
     submit = Submit(next(state.request_ids), sampling_params(options), messages=turns,
-                    template=template_source(entry.template), suffix=req.suffix or "",
+                    template=entry.template or "", suffix=req.suffix or "",
                     logprobs=req.logprobs is not None and req.logprobs > 0, top_logprobs=top)
     framing = SseCompletionFraming(req.model, bool(req.stream_options and req.stream_options.include_usage))
     return await generate(request, state, entry, options,

@@ -14,12 +14,12 @@ import time
 import msgspec
 from aiohttp import web
 
-from gateway.chat_messages import chat_turns, require_tools, tool_parser, tools_text
+from gateway.chat_messages import chat_submit, require_tools, tool_parser
 from gateway.errors import BadRequest
 from gateway.http_io import decode_body
 from gateway.inference import (DONE_REASONS, Piece, format_text, generate, request_keep_alive,
                                sampling_params, think_setting)
-from gateway.routes_generate import require_completion, template_source
+from gateway.routes_generate import require_completion
 from gateway.routes_openai import SSE, effort_think, model_entry
 from gateway.state import STATE
 from gateway.store import ModelEntry, model_name_or_400
@@ -33,7 +33,7 @@ from protocol.responses import (ArgumentsDelta, ArgumentsDone, ContentPartAdded,
                                 ResponseCreated, ResponseIncomplete, ResponseInProgress,
                                 ResponsesRequest, SummaryPartAdded, SummaryPartDone, SummaryText,
                                 SummaryTextDelta, SummaryTextDone, Usage)
-from protocol.wire import RequestOutput, Submit
+from protocol.wire import RequestOutput
 
 routes = web.RouteTableDef()
 _json = msgspec.json.Encoder()
@@ -315,10 +315,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
     think = think_setting(effort_think(req.reasoning.effort if req.reasoning else None),
                           req.model, entry)
     options = _options(entry, req)
-    submit = Submit(next(state.request_ids), sampling_params(options, _format(req)),
-                    messages=chat_turns(messages, entry.system),
-                    template=template_source(entry.template), think=think,
-                    split_thinking="thinking" in entry.capabilities, tools=tools_text(tools))
+    submit = chat_submit(next(state.request_ids), entry, sampling_params(options, _format(req)),
+                         messages, tools, think)
     return await generate(request, state, entry, options,
                           request_keep_alive(req.keep_alive, state.settings), submit, req.stream,
                           ResponsesFraming(req), tool_parser(tools))

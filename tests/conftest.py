@@ -63,3 +63,14 @@ def make_server(tmp_path: pathlib.Path, tiny_gguf: pathlib.Path):
     yield start
     for srv in started:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def models(server):
+    """The module's server with `tiny-tools` (Qwen2.5's tool-aware template) and `tiny-think`
+    (a template whose prompt opens a <think> block)."""
+    from tool_templates import QWEN25_TEMPLATE, THINKING_TEMPLATE
+
+    server.client().create(model="tiny-tools", from_="tiny", template=QWEN25_TEMPLATE)
+    server.client().create(model="tiny-think", from_="tiny", template=THINKING_TEMPLATE)
+    return server

@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import msgspec
 import pytest
-from tool_templates import QWEN25_TEMPLATE
+from tool_templates import CALL_SCHEMA
 
 from gateway.inference import Piece
 from gateway.routes_anthropic import AnthropicFraming, native_messages, native_tools
@@ -25,29 +25,12 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER = {"name": "get_weather", "description": "Current weather of a city",
            "input_schema": {"type": "object", "required": ["city"],
                             "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo"]}}}}
-CALL_SCHEMA = {"type": "object", "required": ["name", "arguments"], "properties": {
-    "name": {"const": "get_weather"},
-    "arguments": {"type": "object", "required": ["city"],
-                  "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo"]}}}}}
 AS_CALL = {"format": {"type": "json_schema", "schema": CALL_SCHEMA}}
 AS_BOOL = {"format": {"type": "json_schema", "schema": {
     "type": "object", "properties": {"answer": {"type": "boolean"}}, "required": ["answer"]}}}
 # The SDK no longer takes temperature (newest Claude models refuse it); the API field still works.
 GREEDY = {"temperature": 0}
 TOOL_USE_ID = re.compile(r"^toolu_[A-Za-z0-9]+$")
-# DeepSeek-R1's habit: the generation prompt opens the block, so the answer starts inside it.
-THINKING_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
-    "{% if enable_thinking is defined and enable_thinking is false %}<|assistant|>"
-    "<think>\n\n</think>\n\n{% else %}<|assistant|><think>\n{% endif %}")
-
-
-@pytest.fixture(scope="module")
-def models(server):
-    """The module's server with `tiny-tools` (Qwen2.5's tool-aware template) and `tiny-think`."""
-    server.client().create(model="tiny-tools", from_="tiny", template=QWEN25_TEMPLATE)
-    server.client().create(model="tiny-think", from_="tiny", template=THINKING_TEMPLATE)
-    return server
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 from herd_server import ROOT, free_port, wait_until
+from tool_templates import THINKING_TEMPLATE
 
 from gateway.client_chat import chat_loop, parameter_value
 from gateway.client_common import server_client
@@ -23,17 +24,13 @@ from protocol.api import Metrics
 
 Result = subprocess.CompletedProcess[str]
 GREEDY = {"temperature": 0, "num_predict": 8}
-# DeepSeek-R1's habit (as in test_thinking): the generation prompt opens the <think> block.
-R1_STYLE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
-            "{% if enable_thinking is defined and enable_thinking is false %}<|assistant|>"
-            "<think>\n\n</think>\n\n{% else %}<|assistant|><think>\n{% endif %}")
 
 
 @pytest.fixture(scope="module")
 def host(server) -> str:
     """The server, with `short` (tiny answering 8 greedy tokens) and `think` (the same with a
     template that opens a <think> block, so the answer is all thinking)."""
-    for name, extra in (("short", {}), ("think", {"template": R1_STYLE})):
+    for name, extra in (("short", {}), ("think", {"template": THINKING_TEMPLATE})):
         r = httpx.post(f"{server.url}/api/create", json={
             "model": name, "from": "tiny", "parameters": GREEDY, "stream": False, **extra})
         assert r.status_code == 200, r.text

@@ -7,6 +7,7 @@ import json
 
 import httpx
 import pytest
+from tool_templates import THINKING_TEMPLATE
 
 from worker.thinking import ThinkingSplitter
 
@@ -46,17 +47,13 @@ def test_edge_cases(chunks: list[str], opened: bool, expected: tuple[str, str]) 
     assert _split(chunks, opened_by_prompt=opened) == expected
 
 
-# DeepSeek-R1's habit: the generation prompt opens the block, so the answer starts inside it.
-R1_STYLE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
-            "{% if enable_thinking is defined and enable_thinking is false %}<|assistant|>"
-            "<think>\n\n</think>\n\n{% else %}<|assistant|><think>\n{% endif %}")
 GO_THINK = ("{{ if .Think }}[think:{{ .ThinkLevel }}]{{ end }}{{ range .Messages }}"
             "{{ .Content }}{{ end }}<think>")
 
 
 @pytest.fixture(scope="module")
 def thinker(server):
-    server.client().create(model="tiny-think", from_="tiny", template=R1_STYLE)
+    server.client().create(model="tiny-think", from_="tiny", template=THINKING_TEMPLATE)
     server.client().create(model="tiny-think-go", from_="tiny", template=GO_THINK)
     return server
 

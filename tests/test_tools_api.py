@@ -13,7 +13,7 @@ import msgspec
 import ollama
 import openai
 import pytest
-from tool_templates import QWEN25_TEMPLATE
+from tool_templates import CALL_SCHEMA, QWEN25_TEMPLATE
 
 from gateway.routes_openai import native_messages
 from protocol.openai import ChatCompletionRequest
@@ -23,10 +23,6 @@ WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city",
     "parameters": {"type": "object", "required": ["city"],
                    "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo"]}}}}}
-CALL_SCHEMA = {"type": "object", "required": ["name", "arguments"], "properties": {
-    "name": {"const": "get_weather"},
-    "arguments": {"type": "object", "required": ["city"],
-                  "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo"]}}}}}
 GREEDY = {"temperature": 0, "num_predict": 200}
 AS_CALL = {"type": "json_schema", "json_schema": {"name": "call", "schema": CALL_SCHEMA}}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]

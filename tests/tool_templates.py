@@ -1,4 +1,5 @@
-"""Tool-aware Jinja chat templates as models ship them in their GGUF (tests only)."""
+"""Chat templates and schemas the tests share: tool-aware Jinja templates as models ship them
+in their GGUF, a thinking template, and the grammar that makes a random model call a tool."""
 
 from __future__ import annotations
 
@@ -102,3 +103,17 @@ LLAMA31_TEMPLATE = r"""{{- bos_token }}
     {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
 {%- endif %}
 """
+
+
+# DeepSeek-R1's habit: the generation prompt opens the <think> block, so the answer starts
+# inside it (and a random model never closes it: all its text is thinking).
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+    "{% if enable_thinking is defined and enable_thinking is false %}<|assistant|>"
+    "<think>\n\n</think>\n\n{% else %}<|assistant|><think>\n{% endif %}")
+
+# A `format` that makes the tiny random model answer with a real call of get_weather.
+CALL_SCHEMA = {"type": "object", "required": ["name", "arguments"], "properties": {
+    "name": {"const": "get_weather"},
+    "arguments": {"type": "object", "required": ["city"],
+                  "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo"]}}}}}
