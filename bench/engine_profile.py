@@ -17,9 +17,9 @@ sys.path.insert(0, str(ROOT))
 
 import llama_cpp as L  # noqa: E402
 
-import worker.engine as engine_module  # noqa: E402
-from protocol.wire import RequestOutput, RunnerSpec, SamplingParams, Submit  # noqa: E402
-from worker.runner import load_engine  # noqa: E402
+import herd.worker.engine.batch as engine_module  # noqa: E402
+from herd.protocol.wire import RequestOutput, RunnerSpec, SamplingParams, Submit  # noqa: E402
+from herd.worker.runner import load_engine  # noqa: E402
 
 
 class Timers:

@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from protocol.wire import (EngineStep, FinishReason, LoadModel, ModelLoaded, RequestOutput,  # noqa: E402
+from herd.protocol.wire import (EngineStep, FinishReason, LoadModel, ModelLoaded, RequestOutput,  # noqa: E402
                            Submit, WireCodec)
 from tiny_models import write_tiny_llama  # noqa: E402
 
@@ -117,7 +117,7 @@ def main() -> None:
     env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(work / "models"),
            "HERD_WORKERS": node_ep, "HERD_DEFAULT_MODEL": "", "HERD_RUN_DIR": str(work / "run"),
            "OLLAMA_NUM_PARALLEL": str(args.streams), "HERD_LOG_LEVEL": "WARNING"}
-    gateway = subprocess.Popen([sys.executable, "-m", "gateway.cli", "gateway"], cwd=ROOT, env=env)
+    gateway = subprocess.Popen([sys.executable, "-m", "herd.cli", "gateway"], cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx

@@ -142,7 +142,7 @@ class Meter:
 
 
 def _proc_name(pid: int) -> str:
-    """A short stable name: `python -m gateway.cli serve` → "gateway.cli serve"."""
+    """A short stable name: `python -m herd.cli serve` → "herd.cli serve"."""
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     if argv and os.path.basename(argv[0]).startswith("python") and "-m" in argv[:-1]:

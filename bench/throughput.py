@@ -284,7 +284,7 @@ def herd_server(max_streams: int, threads: int | None, log_path: Path) -> Iterat
         if threads is not None:
             env["HERD_NUM_THREADS"] = str(threads)
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=ROOT,
+            proc = subprocess.Popen([sys.executable, "-m", "herd.cli", "serve"], cwd=ROOT,
                                     env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             yield HerdServer(f"http://127.0.0.1:{port}", Path(tmp) / "models", proc)

@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator, Sequence
 import zmq.asyncio
 from aiohttp import web
 
-from gateway import (metrics, routes_anthropic, routes_embed, routes_generate, routes_manage,
-                     routes_models, routes_openai, routes_registry, routes_responses)
-from gateway.cors import add_cors_headers, cors_middleware
-from gateway.errors import error_middleware
-from gateway.scheduler import Scheduler
-from gateway.state import STATE, GatewayState
-from gateway.store import ModelStore
-from protocol.config import Settings
+from herd.gateway.api import (anthropic, embed, manage, models, native, openai, registry,
+                              responses)
+from herd.gateway.http import metrics
+from herd.gateway.http.cors import add_cors_headers, cors_middleware
+from herd.gateway.http.errors import error_middleware
+from herd.gateway.cluster.scheduler import Scheduler
+from herd.gateway.state import STATE, GatewayState
+from herd.gateway.store.models import ModelStore
+from herd.protocol.config import Settings
 
 MAX_BODY = 256 * 1024 * 1024  # chat histories with images can be large; blobs are streamed
 
@@ -25,14 +26,14 @@ def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Applica
                                        error_middleware],
                           client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_cors_headers(settings))
-    app.add_routes(routes_models.routes)
-    app.add_routes(routes_generate.routes)
-    app.add_routes(routes_embed.routes)
-    app.add_routes(routes_manage.routes)
-    app.add_routes(routes_openai.routes)
-    app.add_routes(routes_anthropic.routes)
-    app.add_routes(routes_responses.routes)
-    app.add_routes(routes_registry.routes)
+    app.add_routes(models.routes)
+    app.add_routes(native.routes)
+    app.add_routes(embed.routes)
+    app.add_routes(manage.routes)
+    app.add_routes(openai.routes)
+    app.add_routes(anthropic.routes)
+    app.add_routes(responses.routes)
+    app.add_routes(registry.routes)
     app.add_routes(metrics.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -50,5 +51,5 @@ def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Applica
             zctx.term()
 
     app.cleanup_ctx.append(lifecycle)
-    app.cleanup_ctx.append(routes_registry.transfers_context)
+    app.cleanup_ctx.append(registry.transfers_context)
     return app

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.scheduler import Scheduler
-from gateway.store import ModelStore
-from protocol.config import Settings
+from herd.gateway.cluster.scheduler import Scheduler
+from herd.gateway.store.models import ModelStore
+from herd.protocol.config import Settings
 
-if TYPE_CHECKING:  # gateway.metrics reads STATE from here
-    from gateway.metrics import GatewayMetrics
+if TYPE_CHECKING:  # herd.gateway.http.metrics reads STATE from here
+    from herd.gateway.http.metrics import GatewayMetrics
 
 
 @dataclass(eq=False)

@@ -6,12 +6,12 @@ import ipaddress
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from urllib.parse import urlsplit
 
 import msgspec
 
-from protocol.durations import DurationError, env_keep_alive_ns, parse_go_duration
+from herd.protocol.durations import DurationError, env_keep_alive_ns, parse_go_duration
 
 DEFAULT_PORT = 11434
 log = logging.getLogger("herd")
@@ -149,3 +149,15 @@ def _host_port(value: str) -> tuple[str, int]:
     except ValueError:
         port = None
     return host, port if port is not None else default_port
+
+
+def log_level(env: MutableMapping[str, str]) -> str:
+    """HERD_LOG_LEVEL, else Ollama's OLLAMA_DEBUG: 1 = debug; 2 = trace, which here also lets
+    the runners (they inherit the environment) print llama.cpp's own log."""
+    explicit = env.get("HERD_LOG_LEVEL", "").strip().upper()
+    if explicit in logging.getLevelNamesMapping():
+        return explicit
+    debug = env.get("OLLAMA_DEBUG", "").strip().strip("\"'").lower()
+    if debug in ("2", "trace"):
+        env.setdefault("HERD_LLAMA_VERBOSE", "1")
+    return "DEBUG" if debug in ("1", "2", "true", "debug", "trace") else "INFO"

@@ -6,7 +6,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from protocol.api import Logprob, Options, Tool
+from herd.protocol.api import Logprob, Options, Tool
 
 
 class StreamOptions(Struct):

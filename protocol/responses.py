@@ -7,7 +7,7 @@ from typing import Any
 
 from msgspec import Struct
 
-from protocol.api import Options
+from herd.protocol.api import Options
 
 
 class ContentPartIn(Struct, omit_defaults=True):

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from herd_server import HerdServer  # noqa: E402
+from support.herd_server import HerdServer  # noqa: E402
 
 
 def _patient(call):
@@ -26,7 +26,7 @@ def _patient(call):
 
 for _name in ("get", "post", "head", "options", "delete", "request", "stream"):
     setattr(httpx, _name, _patient(getattr(httpx, _name)))
-from tiny_models import write_tiny_llama  # noqa: E402
+from support.tiny_models import write_tiny_llama  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +69,7 @@ def make_server(tmp_path: pathlib.Path, tiny_gguf: pathlib.Path):
 def models(server):
     """The module's server with `tiny-tools` (Qwen2.5's tool-aware template) and `tiny-think`
     (a template whose prompt opens a <think> block)."""
-    from tool_templates import QWEN25_TEMPLATE, THINKING_TEMPLATE
+    from support.tool_templates import QWEN25_TEMPLATE, THINKING_TEMPLATE
 
     server.client().create(model="tiny-tools", from_="tiny", template=QWEN25_TEMPLATE)
     server.client().create(model="tiny-think", from_="tiny", template=THINKING_TEMPLATE)

@@ -20,7 +20,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, NodeInfo, RunnerExited,
+from herd.protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, NodeInfo, RunnerExited,
                            RunnerFailed, RunnerReady, RunnerSpec, UnloadModel, WireCodec,
                            WireMessage)
 
@@ -137,7 +137,7 @@ class WorkerNode:
         runner.waiting.append((gateway, message.request_id))
 
     async def _spawn(self, runner: RunnerProcess, spec: RunnerSpec) -> None:
-        cmd = [sys.executable, "-m", "worker.runner", "--spec", msgspec.json.encode(spec).decode(),
+        cmd = [sys.executable, "-m", "herd.worker.runner", "--spec", msgspec.json.encode(spec).decode(),
                "--bind", self._runner_bind(), "--events", self.events_endpoint]
         runner.process = process = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL)

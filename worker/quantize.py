@@ -2,7 +2,7 @@
 
 The gateway never imports llama_cpp (loading it pulls in the whole native backend), so it runs
 
-    python -m worker.quantize SRC DST TYPE
+    python -m herd.worker.quantize SRC DST TYPE
 
 and reads one JSON object per stdout line: ``{"completed": n, "total": m}`` while it runs,
 then ``{"status": "done"}`` or ``{"error": "..."}`` (exit status 1). The line types are the
@@ -107,7 +107,7 @@ _LINE_DECODER = msgspec.json.Decoder(dict[str, Any])
 
 
 def decode_line(line: bytes | str) -> QuantizeProgress | QuantizeDone | QuantizeFailed:
-    """Parse one stdout line of ``python -m worker.quantize`` (for the gateway).
+    """Parse one stdout line of ``python -m herd.worker.quantize`` (for the gateway).
 
     The three shapes share no tag field (the wire format mirrors Ollama's progress objects),
     so they are told apart by which key is present.
@@ -327,7 +327,7 @@ def _raise_exit(signum: int, _frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m worker.quantize SRC DST TYPE``: JSON progress lines on stdout."""
+    """``python -m herd.worker.quantize SRC DST TYPE``: JSON progress lines on stdout."""
     args = list(sys.argv[1:] if argv is None else argv)
     encoder = msgspec.json.Encoder()
     out = sys.stdout.buffer
@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.flush()
 
     if len(args) != 3:
-        emit(QuantizeFailed(error="usage: python -m worker.quantize SRC DST TYPE"))
+        emit(QuantizeFailed(error="usage: python -m herd.worker.quantize SRC DST TYPE"))
         return 2
     src, dst, qtype = args
     if threading.current_thread() is threading.main_thread():

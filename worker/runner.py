@@ -15,12 +15,12 @@ import traceback
 import llama_cpp as L
 import zmq
 
-from protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, RequestOutput,
+from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, RequestOutput,
                            RunnerFailed, RunnerReady, RunnerSpec, Submit, WireCodec)
-from worker.chat_template import ChatTemplate
-from worker.embedder import Embedder
-from worker.engine import BatchEngine, RequestError
-from worker.llama_model import LlamaContext, LlamaModel, LoraAdapter
+from herd.worker.templates.jinja import ChatTemplate
+from herd.worker.engine.embedder import Embedder
+from herd.worker.engine.batch import BatchEngine, RequestError
+from herd.worker.engine.llama import LlamaContext, LlamaModel, LoraAdapter
 
 _IDLE_POLL_MS = 500
 

@@ -1,0 +1,134 @@
+"""`herd create`: a Modelfile parsed here, its local files uploaded as blobs, then /api/create.
+
+As with `ollama create`, the server only ever sees the JSON form of the Modelfile and digests
+of files it already holds, so this works against a remote Herd (or an Ollama).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pathlib
+from collections.abc import Callable, Iterator
+
+import httpx
+import msgspec
+
+from herd.cli.common import (CliError, ProgressDisplay, check_response,
+                                   follow_status_stream, server_client)
+from herd.protocol.modelfile import Modelfile, ModelfileError, parse_modelfile
+from herd.protocol.api import CreateRequest
+
+_CHUNK = 1 << 20
+_PATH_PREFIXES = ("./", "../", "/", "~")
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _upload(client: httpx.Client, path: pathlib.Path, display: ProgressDisplay) -> str:
+    """Put the file in the server's blob store unless it is there already; return its digest."""
+    digest = _sha256(path)
+    head = client.head(f"/api/blobs/{digest}")
+    if head.status_code != 404:  # 200: the server has it already
+        check_response(head)
+        return digest
+    size = path.stat().st_size
+    text = f"copying file {digest}"
+
+    def body() -> Iterator[bytes]:
+        sent = 0
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                sent += len(chunk)
+                display.update(text, total=size, completed=sent)
+                yield chunk
+
+    display.update(text, total=size, completed=0)
+    check_response(client.post(f"/api/blobs/{digest}", content=body(),
+                               headers={"Content-Length": str(size)}))
+    return digest
+
+
+def _local_path(value: str, base: pathlib.Path) -> pathlib.Path | None:
+    """The file or folder a FROM/ADAPTER value names, relative to the Modelfile, if it exists."""
+    path = base / pathlib.Path(value).expanduser()
+    if path.exists():
+        return path
+    if value.startswith(_PATH_PREFIXES):
+        raise CliError(f"{value}: no such file or directory")
+    return None
+
+
+def _model_files(path: pathlib.Path) -> dict[str, pathlib.Path]:
+    """What a FROM path uploads: the file itself, or a folder's safetensors model (else GGUF)."""
+    if path.is_file():
+        return {path.name: path}
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    if any(p.suffix == ".safetensors" for p in files):
+        # As ollama: weights, every JSON (config, tokenizer*, generation config) and the
+        # SentencePiece model that older tokenizers ship instead of tokenizer.json.
+        chosen = [p for p in files
+                  if p.suffix in (".safetensors", ".json") or p.name == "tokenizer.model"]
+    else:
+        chosen = [p for p in files if p.suffix == ".gguf"]
+    if not chosen:
+        raise CliError(f"no safetensors or GGUF files found in {path}")
+    return {p.relative_to(path).as_posix(): p for p in chosen}
+
+
+def _read_modelfile(option: str | None) -> tuple[str, pathlib.Path]:
+    path = pathlib.Path(option or "Modelfile")
+    if option is None and not path.exists():  # like ollama: no Modelfile means "this folder"
+        return "FROM .\n", pathlib.Path.cwd()
+    return path.read_text(encoding="utf-8"), path.resolve().parent
+
+
+def build_request(name: str, mf: Modelfile, base: pathlib.Path, quantize: str,
+                  upload: Callable[[dict[str, pathlib.Path]], dict[str, str]]) -> CreateRequest:
+    """The JSON /api/create body for a Modelfile, its local paths turned into uploaded blobs."""
+    # Every path is checked before the first upload, so a typo fails fast.
+    source = _local_path(mf.from_, base)
+    files = _model_files(source) if source else None
+    adapters: dict[str, pathlib.Path] = {}
+    for value in mf.adapters:
+        path = _local_path(value, base)
+        if path is None:
+            raise CliError(f"{value}: no such file or directory")
+        adapters.update(_model_files(path))
+    parameters = msgspec.to_builtins(mf.parameters)  # set fields only: Options omits defaults
+    return CreateRequest(
+        model=name,
+        from_="" if files else mf.from_,
+        files=upload(files) if files else None,
+        adapters=upload(adapters) if adapters else None,
+        template=mf.template, system=mf.system, license=mf.licenses or None,
+        parameters=parameters or None, messages=mf.messages or None,
+        quantize=quantize, stream=True)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    text, base = _read_modelfile(args.file)
+    try:  # parsed here, like ollama, so the server only ever sees the JSON form
+        mf = parse_modelfile(text)
+    except ModelfileError as e:
+        raise CliError(str(e)) from None
+    with server_client() as client, ProgressDisplay() as display:
+        def upload(files: dict[str, pathlib.Path]) -> dict[str, str]:
+            display.update("gathering model components")
+            return {name: _upload(client, path, display) for name, path in files.items()}
+
+        request = build_request(args.model, mf, base, args.quantize or "", upload)
+        body = msgspec.json.encode(request)
+        with client.stream("POST", "/api/create", content=body,
+                           headers={"Content-Type": "application/json"}) as response:
+            # A stream that breaks off before "success" may have left no model.
+            follow_status_stream(response, display,
+                                 "the server closed the connection before the create finished")
+    print("success")
+    return 0

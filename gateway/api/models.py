@@ -1,0 +1,110 @@
+"""Health, version, tags, ps, blobs and create."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from herd.gateway.store.create import CreateJob
+from herd.gateway.errors import HerdError, NotFound
+from herd.gateway.http.io import decode_body, json_response, ndjson_line, start_ndjson
+from herd.gateway.registry.pull import pull_base_model
+from herd.gateway.state import STATE
+from herd.gateway.store.models import format_time, run_blocking
+from herd.gateway.registry.transfers import TRANSFERS
+from herd.protocol.api import (CreateRequest, ErrorBody, PsResponse, RunningModel, StatusChunk, TagsResponse,
+                          VersionResponse)
+
+VERSION = "0.13.0"
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/")
+async def root(_: web.Request) -> web.Response:
+    return web.Response(text="Ollama is running")
+
+
+@routes.get("/api/version")
+async def version(_: web.Request) -> web.Response:
+    return json_response(VersionResponse(VERSION))
+
+
+@routes.get("/api/tags")
+async def tags(request: web.Request) -> web.Response:
+    store = request.app[STATE].store
+    return json_response(TagsResponse(await run_blocking(store.list_models)))
+
+
+@routes.get("/api/ps")
+async def ps(request: web.Request) -> web.Response:
+    runners = sorted(request.app[STATE].scheduler.loaded, key=lambda r: r.expires_at, reverse=True)
+    return json_response(PsResponse([
+        RunningModel(name=r.entry.name.display, model=r.entry.name.display, size=r.size,
+                     digest=r.entry.manifest_digest, details=r.entry.details,
+                     expires_at=format_time(min(r.expires_at, 253402300799.0)),
+                     size_vram=r.size_vram, context_length=r.context_length)
+        for r in runners]))
+
+
+@routes.head("/api/blobs/{digest}")
+async def head_blob(request: web.Request) -> web.Response:
+    digest = request.match_info["digest"]
+    if not request.app[STATE].store.has_blob(digest):
+        raise NotFound(f'blob "{digest}" not found')
+    return web.Response(status=200)
+
+
+@routes.post("/api/blobs/{digest}")
+async def post_blob(request: web.Request) -> web.Response:
+    store = request.app[STATE].store
+    digest = request.match_info["digest"]
+    if store.has_blob(digest):
+        return web.Response(status=200)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(1 << 20):
+            yield chunk
+
+    await store.write_blob(digest, body())
+    return web.Response(status=201)
+
+
+@routes.post("/api/create")
+async def create(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    req = await decode_body(request, CreateRequest)
+    loop = asyncio.get_running_loop()
+    updates: asyncio.Queue[StatusChunk | None] = asyncio.Queue()
+    transfers = request.app[TRANSFERS]
+
+    def fetch(text: str) -> None:  # the job's thread waits while the loop pulls
+        pull = pull_base_model(transfers, text, updates.put_nowait)
+        asyncio.run_coroutine_threadsafe(pull, loop).result()
+
+    job = CreateJob(state.store, lambda s: loop.call_soon_threadsafe(updates.put_nowait, s), fetch)
+    task = loop.run_in_executor(None, job.run, req)
+    task.add_done_callback(lambda _: loop.call_soon_threadsafe(updates.put_nowait, None))
+    if not req.stream:
+        await task  # errors surface with their own status through the middleware
+        return json_response(StatusChunk("success"))
+    response: web.StreamResponse | None = None
+    while (update := await updates.get()) is not None:
+        if response is None:
+            response = await start_ndjson(request)
+        await response.write(ndjson_line(update))
+    try:
+        await task
+    except HerdError as e:
+        if response is None:  # nothing streamed yet: a plain error with its status
+            raise
+        await response.write(ndjson_line(ErrorBody(str(e))))
+        await response.write_eof()
+        return response
+    if response is None:
+        response = await start_ndjson(request)
+    await response.write(ndjson_line(StatusChunk("success")))
+    await response.write_eof()
+    return response

@@ -1,0 +1,56 @@
+"""Request decoding and response writing shared by the routes."""
+
+from __future__ import annotations
+
+import time
+from typing import TypeVar
+
+import msgspec
+from aiohttp import web
+
+from herd.gateway.errors import BadRequest
+
+T = TypeVar("T")
+
+_json = msgspec.json.Encoder()
+NDJSON = "application/x-ndjson"
+
+
+async def decode_body(request: web.Request, type_: type[T]) -> T:
+    body = await request.read()
+    if not body.strip():
+        raise BadRequest("missing request body")
+    return msgspec.json.decode(body, type=type_)
+
+
+def utc_now() -> str:
+    """RFC 3339 with nanoseconds in UTC, as Ollama's created_at."""
+    ns = time.time_ns()
+    seconds, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
+
+
+def json_response(value: object, status: int = 200) -> web.Response:
+    return web.Response(body=_json.encode(value), status=status,
+                        content_type="application/json", charset="utf-8")
+
+
+def ndjson_line(value: object) -> bytes:
+    buf = bytearray()
+    _json.encode_into(value, buf)
+    buf += b"\n"
+    return bytes(buf)
+
+
+async def start_ndjson(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    return response
+
+
+SSE = "text/event-stream"
+
+
+def sse(value: object) -> bytes:
+    """One server-sent event carrying a JSON value (OpenAI's streams)."""
+    return b"data: " + _json.encode(value) + b"\n\n"

@@ -1,0 +1,89 @@
+"""The one native chat pipeline. /api/chat, /v1/chat/completions, /v1/messages and
+/v1/responses each translate their request into a `ChatCall` and supply their framing; this
+module validates it once, in /api/chat's order, builds the runner's Submit and relays the
+answer (as Ollama registers its OpenAI and Anthropic routes in front of the native handler)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from herd.gateway.cluster.spec import runner_spec
+from herd.gateway.pipeline.chat_messages import check_roles, chat_submit, require_tools, tool_parser
+from herd.gateway.pipeline.images import check_images
+from herd.gateway.pipeline.relay import Framing, load_only, relay, render_only
+from herd.gateway.pipeline.validate import (check_top_logprobs, format_text, request_keep_alive,
+                                            require_completion, resolve_model, sampling_params,
+                                            think_setting)
+from herd.gateway.state import GatewayState
+from herd.gateway.store.models import ModelEntry, model_name_or_400
+from herd.protocol.api import KeepAlive, Message, Options, Tool, merge_options
+
+# What an empty conversation answers (load, or unload with keep_alive 0): a dialect's body.
+LoadAnswer = Callable[[str], Awaitable[web.StreamResponse] | web.StreamResponse]
+# The rendered prompt for `_debug_render_only`, as the dialect shows it.
+RenderAnswer = Callable[[str], web.StreamResponse]
+
+
+@dataclass
+class ChatCall:
+    """A chat request in native terms, whichever API it arrived through."""
+
+    model: str
+    messages: list[Message]
+    stream: bool = True
+    tools: list[Tool] | None = None
+    think: bool | str | None = None
+    format: str | dict[str, Any] | None = None
+    # Layered over the model's own parameters, later ones winning key by key.
+    options: list[Options | None] = field(default_factory=list)
+    keep_alive: KeepAlive = None
+    truncate: bool = True
+    shift: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
+    render_only: bool = False
+    # Dialect rules: the native API refuses unknown roles, /v1 lets them reach the template;
+    # Anthropic's clients ask every model to think, and one that cannot just answers.
+    strict_roles: bool = False
+    think_if_capable: bool = False
+
+
+def _think(call: ChatCall, entry: ModelEntry) -> str:
+    think = call.think
+    if call.think_if_capable and think and "thinking" not in entry.capabilities:
+        think = None
+    return think_setting(think, call.model, entry)
+
+
+async def chat(request: web.Request, state: GatewayState, call: ChatCall, framing: Framing,
+               on_load: LoadAnswer | None = None,
+               on_render: RenderAnswer | None = None) -> web.StreamResponse:
+    entry = resolve_model(state, call.model)
+    check_top_logprobs(call.top_logprobs)
+    require_completion(entry, call.model, "chat")
+    require_tools(entry, model_name_or_400(call.model), call.tools)
+    think = _think(call, entry)
+    keep_alive = request_keep_alive(call.keep_alive, state.settings)
+    options = merge_options(entry.params, *call.options)
+    sampling = sampling_params(options, format_text(call.format))
+    spec = runner_spec(entry, options, state.settings)
+    if not call.messages and on_load is not None:
+        await load_only(state, entry, spec, keep_alive)
+        answer = on_load("unload" if keep_alive == 0 else "load")
+        return answer if isinstance(answer, web.StreamResponse) else await answer
+    if call.strict_roles:
+        check_roles(call.messages)
+    for message in call.messages:
+        check_images(message.images, entry)
+    submit = chat_submit(next(state.request_ids), entry, sampling, call.messages, call.tools,
+                         think, truncate=call.truncate, shift=call.shift,
+                         logprobs=call.logprobs or call.top_logprobs > 0,
+                         top_logprobs=call.top_logprobs)
+    if call.render_only and on_render is not None:
+        return on_render(await render_only(state, entry, spec, keep_alive, submit))
+    return await relay(request, state, entry, spec, keep_alive, submit, call.stream, framing,
+                       tool_parser(call.tools))

@@ -1,0 +1,92 @@
+"""The one native completion pipeline behind /api/generate and /v1/completions: a prompt (raw,
+or under the model's template with its system message), validated once in /api/generate's
+order, then relayed through the dialect's framing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from herd.gateway.cluster.spec import runner_spec
+from herd.gateway.errors import BadRequest
+from herd.gateway.pipeline.chat import LoadAnswer, RenderAnswer
+from herd.gateway.pipeline.images import check_images
+from herd.gateway.pipeline.relay import Framing, load_only, relay, render_only
+from herd.gateway.pipeline.validate import (check_top_logprobs, format_text, request_keep_alive,
+                                            require_completion, resolve_model, sampling_params,
+                                            think_setting)
+from herd.gateway.state import GatewayState
+from herd.gateway.store.models import model_name_or_400
+from herd.protocol.api import KeepAlive, Options, merge_options
+from herd.protocol.wire import ChatTurn, Submit
+
+
+@dataclass
+class GenerateCall:
+    """A completion request in native terms, whichever API it arrived through."""
+
+    model: str
+    prompt: str
+    stream: bool = True
+    suffix: str = ""
+    images: list[str] | None = None
+    system: str | None = None  # None: the model's own SYSTEM
+    template: str | None = None  # None: the model's own TEMPLATE
+    context: list[int] | None = None
+    raw: bool = False
+    think: bool | str | None = None
+    format: str | dict[str, Any] | None = None
+    options: list[Options | None] = field(default_factory=list)
+    keep_alive: KeepAlive = None
+    truncate: bool = True
+    shift: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
+    render_only: bool = False
+    return_context: bool = False  # the native API hands the tokens back as `context`
+    split_thinking: bool = True  # /v1/completions has no field for reasoning: it stays text
+    missing_model: str = "model is required"  # "" → Ollama's 404 for /api/generate
+
+
+async def generate(request: web.Request, state: GatewayState, call: GenerateCall,
+                   framing: Framing, on_load: LoadAnswer | None = None,
+                   on_render: RenderAnswer | None = None) -> web.StreamResponse:
+    entry = resolve_model(state, call.model, call.missing_model)
+    require_completion(entry, call.model, "generate")
+    if call.raw and (call.template or call.system or call.context):
+        raise BadRequest("raw mode does not support template, system, or context")
+    check_top_logprobs(call.top_logprobs)
+    if call.suffix and "insert" not in entry.capabilities:
+        raise BadRequest(f"{model_name_or_400(call.model).full} does not support insert")
+    check_images(call.images, entry)
+    think = think_setting(call.think, call.model, entry)
+    keep_alive = request_keep_alive(call.keep_alive, state.settings)
+    options = merge_options(entry.params, *call.options)
+    sampling = sampling_params(options, format_text(call.format))
+    spec = runner_spec(entry, options, state.settings)
+    if not call.prompt and not call.images and on_load is not None:
+        await load_only(state, entry, spec, keep_alive)
+        answer = on_load("unload" if keep_alive == 0 else "load")
+        return answer if isinstance(answer, web.StreamResponse) else await answer
+
+    submit = Submit(next(state.request_ids), sampling, context=call.context or [],
+                    truncate=call.truncate, shift=call.shift,
+                    logprobs=call.logprobs or call.top_logprobs > 0,
+                    top_logprobs=call.top_logprobs)
+    if call.raw:
+        submit.raw_prompt = call.prompt
+    else:
+        system = call.system if call.system is not None else entry.system
+        submit.messages = ([ChatTurn("system", system)] if system else []) + [
+            ChatTurn("user", call.prompt)]
+        submit.return_context = call.return_context
+        # Go or Jinja; "" leaves the runner the GGUF's own or the family's built-in one
+        submit.template = call.template or entry.template or ""
+        submit.suffix = call.suffix
+        submit.think = think
+        submit.split_thinking = call.split_thinking and "thinking" in entry.capabilities
+    if call.render_only and on_render is not None:
+        return on_render(await render_only(state, entry, spec, keep_alive, submit))
+    return await relay(request, state, entry, spec, keep_alive, submit, call.stream, framing)

@@ -1,0 +1,90 @@
+"""The checks and conversions every generation shares, whatever API dialect asked for it:
+the model, its capabilities, think, keep-alive, format and sampling options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from herd.gateway.errors import BadRequest, ModelNotFound
+from herd.gateway.state import GatewayState
+from herd.gateway.store.models import ModelEntry, model_name_or_400
+from herd.protocol.api import Options
+from herd.protocol.config import Settings
+from herd.protocol.durations import DurationError, keep_alive_ns
+from herd.protocol.wire import SamplingParams
+
+_INT_SAMPLING = {"top_k", "repeat_last_n", "seed", "num_predict", "num_keep"}
+
+
+def resolve_model(state: GatewayState, model: str, missing: str = "model is required") -> ModelEntry:
+    """The model a request names; `missing` is the dialect's message when it names none
+    (Ollama's /api/generate answers a 404 for it, every other route a 400)."""
+    if not model:
+        raise ModelNotFound("") if missing == "" else BadRequest(missing)
+    return state.store.resolve(model_name_or_400(model), shown=model)
+
+
+def require_completion(entry: ModelEntry, shown: str, endpoint: str) -> None:
+    if "completion" not in entry.capabilities:
+        raise BadRequest(f'"{shown}" does not support {endpoint}')
+
+
+def format_text(value: str | dict[str, Any] | None) -> str:
+    """Ollama's `format`: "" / null = free text, "json", or a JSON schema object."""
+    if value is None or value == "":
+        return ""
+    if value == "json":
+        return "json"
+    if isinstance(value, dict):
+        return msgspec.json.encode(value).decode()
+    raise BadRequest(f'invalid format: "{value}"; expected "json" or a valid JSON Schema object')
+
+
+def sampling_params(options: Options, format: str = "") -> SamplingParams:
+    values: dict[str, Any] = {"format": format}
+    for name in SamplingParams.__struct_fields__:
+        value = getattr(options, name, None)
+        if value is not None:
+            values[name] = int(value) if name in _INT_SAMPLING else value
+    return SamplingParams(**values)
+
+
+def request_keep_alive(value: float | str | None, settings: Settings) -> int:
+    try:
+        return keep_alive_ns(value, settings.keep_alive_ns)
+    except DurationError as e:
+        raise BadRequest(str(e)) from e
+
+
+def think_setting(think: bool | str | None, model_name: str, entry: ModelEntry) -> str:
+    """The request's `think` for the runner: "" when absent, "true"/"false", or a level."""
+    if isinstance(think, str) and think not in ("high", "medium", "low", "max"):
+        raise BadRequest(f'invalid think value: "{think}" (must be "high", "medium", "low", '
+                         '"max", true, or false)')
+    if think and "thinking" not in entry.capabilities:
+        raise BadRequest(f'"{model_name}" does not support thinking')
+    if think is None:
+        return ""
+    if isinstance(think, bool):
+        return "true" if think else "false"
+    return think
+
+
+_EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+            "max": "max", "xhigh": "max", "ultra": "max"}
+
+
+def effort_think(effort: Any) -> bool | str | None:
+    """OpenAI's reasoning effort (chat completions and responses) as Ollama's `think`."""
+    if effort is None:
+        return None
+    if not isinstance(effort, str) or effort not in _EFFORTS:
+        raise BadRequest(f"invalid reasoning value: {effort!r}")
+    return _EFFORTS[effort]
+
+
+def check_top_logprobs(top_logprobs: int) -> None:
+    if not 0 <= top_logprobs <= 20:
+        raise BadRequest("top_logprobs must be between 0 and 20")

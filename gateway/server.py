@@ -1,0 +1,110 @@
+"""The server roles the `herd` command starts: `serve` (a gateway and a local worker node),
+`gateway` (HTTP only, connecting to HERD_WORKERS) and `worker` (a node only). The CLI imports
+this module only for those commands, so client commands never load the server stack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from herd.protocol.config import Settings
+
+log = logging.getLogger("herd")
+
+
+class LocalNode:
+    """The worker node `herd serve` runs beside the gateway, restarted if it ever dies."""
+
+    def __init__(self, settings: Settings) -> None:
+        os.makedirs(settings.run_dir, exist_ok=True)
+        self.endpoint = settings.node_bind or f"ipc://{settings.run_dir}/node.sock"
+        self.process = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "herd.cli", "worker", "--bind", self.endpoint,
+               "--exit-with-parent"]
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+    async def supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.process.poll() is not None:
+                log.warning("worker node exited with status %d; starting a new one",
+                            self.process.returncode)
+                self.process = self._spawn()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def _serve_http(settings: Settings, node_endpoints: list[str],
+                      local_node: LocalNode | None = None) -> None:
+    # Imported here: the client commands (herd list, ...) should not pay for the server's imports.
+    from aiohttp import web
+
+    from herd.gateway.app import create_app
+
+    app = create_app(settings, node_endpoints)
+    # handler_cancellation: a client that disconnects cancels its handler, which aborts the
+    # sequence in the runner at once instead of at the next write.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("Listening on %s:%d (version herd)", settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    supervisor = asyncio.create_task(local_node.supervise()) if local_node else None
+    try:
+        await stop.wait()
+    finally:
+        if supervisor is not None:
+            supervisor.cancel()
+        await runner.cleanup()
+
+
+def _import_default_model(settings: Settings) -> None:
+    from herd.gateway.store.default_model import ensure_default_model
+    from herd.gateway.store.models import ModelStore
+
+    ensure_default_model(ModelStore(settings.models_dir), settings.default_model,
+                         settings.default_model_file)
+
+
+def serve(settings: Settings) -> int:
+    _import_default_model(settings)
+    node = None if settings.workers else LocalNode(settings)
+    endpoints = list(settings.workers) or [node.endpoint]  # type: ignore[union-attr]
+    try:
+        asyncio.run(_serve_http(settings, endpoints, node))
+    finally:
+        if node is not None:
+            node.stop()
+    return 0
+
+
+def gateway(settings: Settings) -> int:
+    if not settings.workers:
+        log.error("herd gateway needs HERD_WORKERS (comma-separated worker node endpoints)")
+        return 2
+    _import_default_model(settings)
+    asyncio.run(_serve_http(settings, list(settings.workers)))
+    return 0
+
+
+def worker(settings: Settings, bind: str, exit_with_parent: bool) -> int:
+    from herd.worker.node import run_node
+
+    run_node(bind or settings.node_bind or "tcp://0.0.0.0:11435", settings.run_dir,
+             settings.runner_host, exit_with_parent=exit_with_parent)
+    return 0

@@ -1,0 +1,268 @@
+"""POST /api/create's work: build a manifest from a GGUF blob, a safetensors folder or another
+model, with template/system/parameters/messages/license/adapter layers and optional quantization.
+
+Runs in a worker thread (hashing, conversion and quantization block); progress goes out through a
+callback. Every file lands in the store through an atomic rename, so a create killed half way
+leaves only dot-files that start-up housekeeping removes.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+
+import msgspec
+
+from herd.gateway.store.blobs import parse_digest
+from herd.gateway.errors import BadRequest, HerdError, ModelNotFound, NotFound
+from herd.gateway.store.gguf_meta import GGUF_MAGIC, NotGGUF, read_summary
+from herd.gateway.store.manifest import (ADAPTER_MEDIA_TYPE, LICENSE_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
+                              MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE, SYSTEM_MEDIA_TYPE,
+                              TEMPLATE_MEDIA_TYPE, Layer)
+from herd.protocol.modelfile import ModelfileError, options_from_mapping, parse_modelfile
+from herd.protocol.names import InvalidName, parse_name
+from herd.gateway.store.models import ModelStore, model_name_or_400
+from herd.protocol.api import CreateRequest, Options, StatusChunk, merge_options
+from herd.protocol.templates.builtin import is_go_template
+from herd.protocol.templates.go import GoTemplate, TemplateError
+from herd.worker.quantize import QuantizeError, canonical_quant_type, check_source, decode_line
+
+Progress = Callable[[StatusChunk], None]
+Fetch = Callable[[str], None]  # pulls a model that is not local, for `from`
+_TEXT_LAYERS = (TEMPLATE_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, PARAMS_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
+                LICENSE_MEDIA_TYPE)
+
+
+class CreateJob:
+    def __init__(self, store: ModelStore, progress: Progress, fetch: Fetch | None = None) -> None:
+        self.store = store
+        self.progress = progress
+        self.fetch = fetch
+        self._existing: set[str] = set()
+
+    def status(self, text: str) -> None:
+        self.progress(StatusChunk(text))
+
+    def run(self, req: CreateRequest) -> None:
+        name = model_name_or_400(req.model or req.name)
+        if req.modelfile:
+            req = self._apply_modelfile(req)
+        self._existing = set(os.listdir(self.store.blobs_dir))
+        inherited: list[Layer] = []
+        base_params: Options | None = None
+        if req.files:
+            model_layer = self._model_from_files(req.files)
+        elif req.from_:
+            base = self._resolve_base(req.from_)
+            model_layer = base.manifest.layer(MODEL_MEDIA_TYPE)
+            assert model_layer is not None
+            inherited = [layer for layer in base.manifest.layers if layer is not model_layer]
+            base_params = base.params
+        else:
+            raise BadRequest("neither 'from' or 'files' was specified")
+        quantize = req.quantize or req.quantization
+        if quantize:
+            model_layer = self._quantize(model_layer, quantize)
+        layers = [model_layer]
+        layers += self._adapters(req.adapters) if req.adapters else [
+            layer for layer in inherited if layer.mediaType == ADAPTER_MEDIA_TYPE]
+        layers += [layer for layer in inherited if layer.mediaType not in
+                   (*_TEXT_LAYERS, ADAPTER_MEDIA_TYPE)]
+        layers += self._text_layers(req, inherited, base_params)
+        summary = read_summary(self.store.blob_path(model_layer.digest))
+        config = self.store.write_config(summary)
+        for layer in layers:
+            known = f"sha256-{parse_digest(layer.digest)}" in self._existing
+            verb = "using existing" if known else "creating new"
+            self.status(f"{verb} layer {layer.digest}")
+        self.status("writing manifest")
+        self.store.write_layers(name, config, layers)
+
+    # -- sources of the weights -------------------------------------------------------------
+
+    def _apply_modelfile(self, req: CreateRequest) -> CreateRequest:
+        try:
+            mf = parse_modelfile(req.modelfile)
+        except ModelfileError as e:
+            raise BadRequest(str(e)) from e
+        params = {k: v for k, v in msgspec.structs.asdict(mf.parameters).items() if v is not None}
+        update: dict[str, object] = {
+            "template": mf.template if req.template is None else req.template,
+            "system": mf.system if req.system is None else req.system,
+            "parameters": {**params, **(req.parameters or {})} or None,
+            "messages": req.messages or mf.messages or None,
+            "license": req.license or mf.licenses or None,
+        }
+        if os.path.isfile(mf.from_):  # FROM ./model.gguf on the server's disk
+            update["files"] = {os.path.basename(mf.from_): self.store.import_file(mf.from_)}
+        else:
+            update["from_"] = mf.from_
+        if mf.adapters:
+            update["adapters"] = {os.path.basename(a): self.store.import_file(a) for a in mf.adapters
+                                  if os.path.isfile(a)}
+        return msgspec.structs.replace(req, modelfile="", **update)
+
+    def _resolve_base(self, text: str):
+        try:
+            name = parse_name(text)
+        except InvalidName:
+            raise BadRequest("invalid model name") from None
+        try:
+            return self.store.resolve(name)
+        except ModelNotFound:
+            if self.fetch is None:
+                raise NotFound(f'model "{text}" not found') from None
+        except NotFound:
+            raise NotFound(f'model "{text}" not found') from None
+        self.fetch(text)
+        return self.store.resolve(name)
+
+    def _checked_files(self, files: dict[str, str]) -> dict[str, str]:
+        """filename → blob path, after Ollama's checks."""
+        paths = {}
+        for filename, digest in files.items():
+            if os.path.isabs(filename) or ".." in filename.replace("\\", "/").split("/"):
+                raise BadRequest("file path must be relative")
+            parse_digest(digest)
+            if not self.store.has_blob(digest):
+                raise BadRequest(f'blob "{digest}" not found')
+            paths[filename] = self.store.blob_path(digest)
+        if not paths:
+            raise BadRequest("no files provided to convert")
+        return paths
+
+    def _model_from_files(self, files: dict[str, str]) -> Layer:
+        paths = self._checked_files(files)
+        ggufs = [(f, p) for f, p in paths.items() if _is_gguf(p)]
+        if len(paths) == 1 and not ggufs:
+            raise BadRequest("supplied file was not in GGUF format")
+        if ggufs:
+            if len(ggufs) > 1:
+                raise BadRequest("only one GGUF file per model is supported")
+            self.status("parsing GGUF")
+            try:
+                read_summary(ggufs[0][1])
+            except NotGGUF as e:
+                raise BadRequest(str(e)) from e
+            return self._model_layer(files[ggufs[0][0]])
+        if "config.json" not in paths or not any(f.endswith(".safetensors") for f in paths):
+            raise BadRequest("unknown type")
+        return self._convert(paths)
+
+    def _convert(self, paths: dict[str, str]) -> Layer:
+        from herd.gateway.store.convert import ConversionError, convert_safetensors
+
+        self.status("converting model")
+        workdir = tempfile.mkdtemp(prefix=".tmp-convert-", dir=self.store.blobs_dir)
+        try:
+            src = os.path.join(workdir, "src")
+            for filename, blob in paths.items():
+                link = os.path.join(src, filename)
+                os.makedirs(os.path.dirname(link), exist_ok=True)
+                os.symlink(blob, link)
+            out = os.path.join(workdir, "model.gguf")
+            try:
+                convert_safetensors(pathlib.Path(src), pathlib.Path(out), self.status)
+            except ConversionError as e:
+                raise BadRequest(str(e)) from e
+            digest = self.store.adopt_file(out)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return self._model_layer(digest)
+
+    def _model_layer(self, digest: str) -> Layer:
+        return Layer(MODEL_MEDIA_TYPE, f"sha256:{parse_digest(digest)}",
+                     os.path.getsize(self.store.blob_path(digest)))
+
+    def _quantize(self, layer: Layer, requested: str) -> Layer:
+        try:
+            target = canonical_quant_type(requested)
+        except QuantizeError as e:
+            raise BadRequest(str(e)) from e
+        src = self.store.blob_path(layer.digest)
+        source_type = read_summary(src).file_type
+        if source_type == target:
+            return layer
+        try:
+            check_source(source_type)
+        except QuantizeError as e:
+            raise BadRequest(str(e)) from e
+        fd, dst = tempfile.mkstemp(prefix=".tmp-quantize-", suffix=".gguf", dir=self.store.blobs_dir)
+        os.close(fd)
+        status = f"quantizing {source_type} model to {target}"
+        proc = subprocess.Popen([sys.executable, "-m", "herd.worker.quantize", src, dst, target],
+                                stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        try:
+            error = ""
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                message = decode_line(line)
+                if hasattr(message, "completed"):
+                    self.progress(StatusChunk(status, digest="0000000000000000000",
+                                              total=message.total, completed=message.completed))
+                elif hasattr(message, "error"):
+                    error = message.error
+            if proc.wait() != 0:
+                raise HerdError(error or f"quantization failed with status {proc.returncode}")
+            return self._model_layer(self.store.adopt_file(dst))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if os.path.exists(dst):
+                os.unlink(dst)
+
+    def _adapters(self, adapters: dict[str, str]) -> list[Layer]:
+        if len(adapters) > 1:
+            raise BadRequest("only one adapter is currently supported")
+        layers = []
+        for filename, path in self._checked_files(adapters).items():
+            if not _is_gguf(path):
+                raise BadRequest("only GGUF adapters are supported")
+            digest = adapters[filename]
+            layers.append(Layer(ADAPTER_MEDIA_TYPE, f"sha256:{parse_digest(digest)}",
+                                os.path.getsize(path)))
+        return layers
+
+    # -- text layers ------------------------------------------------------------------------
+
+    def _text_layers(self, req: CreateRequest, inherited: list[Layer],
+                     base_params: Options | None) -> list[Layer]:
+        def inherit(media_type: str) -> list[Layer]:
+            return [layer for layer in inherited if layer.mediaType == media_type]
+
+        layers: list[Layer] = []
+        if req.template and is_go_template(req.template):
+            try:
+                GoTemplate(req.template)  # Ollama refuses a template it cannot parse
+            except TemplateError as e:
+                raise BadRequest(str(e)) from e
+        layers += [self.store.text_layer(TEMPLATE_MEDIA_TYPE, req.template.encode())] \
+            if req.template is not None else inherit(TEMPLATE_MEDIA_TYPE)
+        layers += [self.store.text_layer(SYSTEM_MEDIA_TYPE, req.system.encode())] \
+            if req.system is not None else inherit(SYSTEM_MEDIA_TYPE)
+        if req.parameters:
+            try:
+                params = merge_options(base_params, options_from_mapping(req.parameters))
+            except ModelfileError as e:
+                raise BadRequest(str(e)) from e
+            layers.append(self.store.text_layer(PARAMS_MEDIA_TYPE, msgspec.json.encode(params)))
+        else:
+            layers += inherit(PARAMS_MEDIA_TYPE)
+        layers += [self.store.text_layer(MESSAGES_MEDIA_TYPE, msgspec.json.encode(req.messages))] \
+            if req.messages else inherit(MESSAGES_MEDIA_TYPE)
+        licenses = [req.license] if isinstance(req.license, str) else (req.license or [])
+        layers += [self.store.text_layer(LICENSE_MEDIA_TYPE, text.encode()) for text in licenses] \
+            if licenses else inherit(LICENSE_MEDIA_TYPE)
+        return layers
+
+
+def _is_gguf(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == GGUF_MAGIC
+

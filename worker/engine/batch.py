@@ -1,0 +1,331 @@
+"""Continuous batching: every step mixes prefill chunks and one decode token per running sequence
+into one llama_batch, calls llama_decode once, samples each sequence with its own C chain."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import llama_cpp as L
+
+from herd.protocol.wire import FinishReason, RequestOutput, Submit, TokenLogprob
+from herd.worker.templates.jinja import ChatTemplate
+from herd.worker.engine.llama import LlamaContext, LlamaModel
+from herd.worker.engine.logprobs import token_logprob
+from herd.worker.engine.prompt import PromptBuilder, RequestError
+from herd.worker.engine.sampler import InvalidFormat, SamplerChain
+from herd.worker.engine.textstream import TextStream
+from herd.worker.engine.thinking import OPEN as THINK_OPEN, ThinkingSplitter
+
+Emit = Callable[[bytes, list[RequestOutput]], None]
+
+# num_predict -1 is "unlimited" and the context shifts forever; a model that never says EOS
+# would then never answer a non-streaming request. Herd stops it after this many contexts.
+UNLIMITED_CAP_CONTEXTS = 8
+
+
+@dataclass(eq=False)
+class Slot:
+    """One llama.cpp sequence id; `tokens` mirrors its KV cells so a later prompt can reuse them."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    busy: bool = False
+
+
+@dataclass(eq=False)
+class Sequence:
+    client: bytes
+    req: Submit
+    prompt: list[int]
+    stream: TextStream
+    chain: SamplerChain
+    t_submit: int
+    slot: Slot | None = None
+    next_token: int = -1  # sampled, not yet decoded into the KV cache
+    generated: int = 0
+    generated_tokens: list[int] = field(default_factory=list)
+    t_admit: int = 0
+    t_first: int = 0
+    batch_index: int = -1
+    on_device: bool = False  # its chain runs inside llama_decode (llama_set_sampler)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # sampled, not yet sent
+    thinker: ThinkingSplitter | None = None
+    shifted_after: int = -1  # ≥ 0 once the context shifted: cells past this were moved
+
+    @property
+    def prefilling(self) -> bool:
+        # The last prompt token is not prefilled: it is decoded like a generated token (see
+        # BatchEngine._admit), so its logits never depend on how the prefix was batched.
+        return self.slot is not None and len(self.slot.tokens) < len(self.prompt) - 1
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class BatchEngine:
+    def __init__(self, model: LlamaModel, ctx: LlamaContext, template: ChatTemplate,
+                 emit: Emit, *, device_sampling: bool = False) -> None:
+        self.model = model
+        # Sampling in the decode graph: on a GPU it spares copying 262k logits per sequence to
+        # the host and sampling them there; on a CPU it measured slower (bench/RESULTS.md).
+        self.device_sampling = device_sampling
+        self.ctx = ctx
+        self.prompts = PromptBuilder(model, template, ctx.n_ctx_seq)
+        self._emit = emit
+        self._slots = [Slot(i) for i in range(ctx.n_seq)]
+        self._waiting: deque[Sequence] = deque()
+        self._running: list[Sequence] = []
+        self._by_key: dict[tuple[bytes, int], Sequence] = {}
+        self._outbox: dict[bytes, list[RequestOutput]] = {}
+        self._batch = L.llama_batch_init(ctx.n_batch, 0, 1)
+
+    def close(self) -> None:
+        for seq in list(self._by_key.values()):
+            self._detach(seq)
+            seq.chain.close()
+        L.llama_batch_free(self._batch)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._running or self._waiting)
+
+    def submit(self, client: bytes, req: Submit) -> None:
+        try:
+            prompt = self.prompts.build(req)
+            if req.render_only:
+                self._out(client, RequestOutput(req.req_id, prompt.text, FinishReason.STOP))
+                return
+        except RequestError as e:
+            self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
+                                            error_status=e.status))
+            return
+        try:
+            chain = SamplerChain(req.sampling, n_vocab=self.model.n_vocab,
+                                 n_ctx=self.ctx.n_ctx_seq, vocab=self.model.vocab)
+        except InvalidFormat as e:
+            self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
+                                            error_status=400))
+            return
+        seq = Sequence(client=client, req=req, prompt=prompt.tokens,
+                       stream=TextStream(req.sampling.stop), chain=chain,
+                       t_submit=time.perf_counter_ns())
+        if req.split_thinking:
+            seq.thinker = ThinkingSplitter(
+                opened_by_prompt=prompt.text.rstrip().endswith(THINK_OPEN))
+        self._by_key[(client, req.req_id)] = seq
+        self._waiting.append(seq)
+
+    def abort(self, client: bytes, req_id: int) -> None:
+        seq = self._by_key.get((client, req_id))
+        if seq is None:
+            return
+        if seq in self._waiting:
+            self._waiting.remove(seq)
+        self._finish(seq, FinishReason.ABORT)
+
+    def abort_client(self, client: bytes) -> None:
+        for (owner, req_id) in [k for k in self._by_key if k[0] == client]:
+            self.abort(owner, req_id)
+
+    # -- one engine step ------------------------------------------------------------------
+
+    def step(self) -> None:
+        self._admit()
+        if self._running:
+            self._decode_and_sample()
+        self.flush()
+
+    def flush(self) -> None:
+        if self._outbox:
+            outbox, self._outbox = self._outbox, {}
+            for client, outputs in outbox.items():
+                self._emit(client, outputs)
+
+    def _admit(self) -> None:
+        while self._waiting:
+            free = [s for s in self._slots if not s.busy]
+            if not free:
+                return
+            seq = self._waiting.popleft()
+            shared, slot = max(((_common_prefix(s.tokens, seq.prompt), s) for s in free),
+                               key=lambda pair: pair[0])
+            # At least the last prompt token is decoded again: its logits start the answer.
+            reuse = min(shared, len(seq.prompt) - 1)
+            if reuse < len(slot.tokens):
+                del slot.tokens[self.ctx.forget(slot.seq_id, reuse):]
+            slot.busy = True
+            seq.slot = slot
+            # Decoding the last prompt token on its own, whether the prefix came from the cache
+            # or was just computed, keeps greedy and seeded answers identical across requests.
+            seq.next_token = seq.prompt[-1]
+            seq.t_admit = time.perf_counter_ns()
+            # Log-probabilities are read from the logits, which a graph-sampled sequence lacks.
+            if self.device_sampling and seq.chain.device_capable and not seq.req.logprobs:
+                seq.on_device = bool(L.llama_set_sampler(self.ctx.ptr, slot.seq_id, seq.chain.ptr))
+            self._running.append(seq)
+
+    def _decode_and_sample(self) -> None:
+        batch = self._batch
+        n = 0
+        in_batch: list[Sequence] = []
+        # Decode tokens first so running streams never starve behind a long prefill.
+        for seq in self._running:
+            if seq.prefilling:
+                continue
+            slot = seq.slot
+            assert slot is not None
+            self._put(n, seq.next_token, len(slot.tokens), slot.seq_id, True)
+            slot.tokens.append(seq.next_token)
+            seq.batch_index = n
+            in_batch.append(seq)
+            n += 1
+        budget = self.ctx.n_batch - n
+        for seq in self._running:
+            if budget <= 0 or not seq.prefilling:
+                continue
+            slot = seq.slot
+            assert slot is not None
+            start = len(slot.tokens)
+            chunk = seq.prompt[start:min(start + budget, len(seq.prompt) - 1)]
+            for i, tok in enumerate(chunk):
+                self._put(n, tok, start + i, slot.seq_id, False)
+                n += 1
+            slot.tokens.extend(chunk)
+            budget -= len(chunk)
+        batch.n_tokens = n
+        if n == 0:
+            return
+        rc = L.llama_decode(self.ctx.ptr, batch)
+        if rc != 0:
+            self._fail_batch(rc)
+            return
+        now = time.perf_counter_ns()
+        for seq in in_batch:
+            self._sample(seq, now)
+
+    def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        b = self._batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq_id
+        b.logits[i] = logits
+
+    def _sample(self, seq: Sequence, now: int) -> None:
+        if seq.on_device:
+            token = seq.chain.sample_on_device(self.ctx.ptr, seq.batch_index)
+        else:
+            token = seq.chain.sample(self.ctx.ptr, seq.batch_index)
+        if not seq.t_first:
+            seq.t_first = now
+        if self.model.is_eog(token):
+            self._finish(seq, FinishReason.STOP)
+            return
+        seq.next_token = token
+        seq.generated += 1
+        if seq.req.return_context:
+            seq.generated_tokens.append(token)
+        if seq.req.logprobs:
+            seq.logprobs.append(token_logprob(self.model, self.ctx.ptr, seq.batch_index, token,
+                                              seq.req.top_logprobs))
+        thinking, text = self._split(seq, seq.stream.push(self.model.piece(token)))
+        if text or thinking or seq.logprobs:
+            self._out(seq.client, RequestOutput(seq.req.req_id, text, logprobs=seq.logprobs,
+                                                thinking=thinking))
+            seq.logprobs = []
+        limit = seq.req.sampling.num_predict
+        slot = seq.slot
+        assert slot is not None
+        if seq.stream.stopped:
+            self._finish(seq, FinishReason.STOP)
+        elif 0 < limit <= seq.generated:
+            self._finish(seq, FinishReason.LENGTH)
+        elif limit == -1 and seq.generated >= UNLIMITED_CAP_CONTEXTS * self.ctx.n_ctx_seq:
+            self._finish(seq, FinishReason.LENGTH)
+        elif len(slot.tokens) + 1 >= self.ctx.n_ctx_seq:
+            # num_predict -2 means "fill the context": no shift then.
+            if limit == -2 or not (seq.req.shift and self._shift_context(seq)):
+                self._finish(seq, FinishReason.LENGTH)
+
+    def _finish(self, seq: Sequence, reason: FinishReason, error: str = "") -> None:
+        self._by_key.pop((seq.client, seq.req.req_id), None)
+        self._detach(seq)
+        if seq.slot is not None and seq.shifted_after >= 0:
+            # Moved cells hold keys computed with text that is gone: no later prompt reuses them.
+            del seq.slot.tokens[self.ctx.forget(seq.slot.seq_id, seq.shifted_after):]
+        if seq.slot is not None:
+            seq.slot.busy = False
+            seq.slot = None
+            self._running.remove(seq)
+        seq.chain.close()
+        if reason == FinishReason.ABORT:
+            return
+        tail = "" if seq.stream.stopped or reason == FinishReason.ERROR else seq.stream.flush()
+        thinking, tail = self._split(seq, tail, last=True)
+        now = time.perf_counter_ns()
+        t_first = seq.t_first or now
+        out = RequestOutput(
+            seq.req.req_id, tail, reason,
+            prompt_tokens=len(seq.prompt),
+            prompt_ns=max(t_first - (seq.t_admit or seq.t_submit), 1),
+            eval_tokens=seq.generated,
+            eval_ns=max(now - t_first, 1) if seq.generated else 0,
+            context=(seq.prompt + seq.generated_tokens) if seq.req.return_context else None,
+            error=error, error_status=500 if error else 0, thinking=thinking,
+            stop=seq.stream.stopped_by)
+        self._out(seq.client, out)
+
+    @staticmethod
+    def _split(seq: Sequence, text: str, last: bool = False) -> tuple[str, str]:
+        """(thinking, content); a request that turned thinking off gets no thinking text."""
+        if seq.thinker is None:
+            return "", text
+        thinking, content = seq.thinker.feed(text)
+        if last:
+            more_thinking, more_content = seq.thinker.finish()
+            thinking, content = thinking + more_thinking, content + more_content
+        return ("" if seq.req.think == "false" else thinking), content
+
+    def _shift_context(self, seq: Sequence) -> bool:
+        """Ollama's context shift: keep the first num_keep tokens (BOS at least), drop half of
+        the rest and go on generating."""
+        slot = seq.slot
+        assert slot is not None
+        n = len(slot.tokens)
+        keep = min(max(seq.req.sampling.num_keep, 1 if slot.tokens[0] == self.model.bos else 0),
+                   n // 2)
+        discard = (n - keep) // 2
+        if discard <= 0 or not self.ctx.shift(slot.seq_id, keep, discard):
+            return False
+        del slot.tokens[keep:keep + discard]
+        seq.shifted_after = keep if seq.shifted_after < 0 else min(seq.shifted_after, keep)
+        return True
+
+    def _detach(self, seq: Sequence) -> None:
+        # The context keeps a pointer to an attached chain: detach it before the chain is freed.
+        if seq.on_device and seq.slot is not None:
+            L.llama_set_sampler(self.ctx.ptr, seq.slot.seq_id, None)
+            seq.on_device = False
+
+    def _fail_batch(self, rc: int) -> None:
+        # The KV state of every sequence in a failed batch is unknown: drop it all.
+        message = f"llama_decode failed with status {rc}"
+        for seq in list(self._running):
+            slot = seq.slot
+            if slot is not None:
+                self.ctx.forget(slot.seq_id, 0)
+                slot.tokens.clear()
+            self._finish(seq, FinishReason.ERROR, message)
+
+    def _out(self, client: bytes, output: RequestOutput) -> None:
+        self._outbox.setdefault(client, []).append(output)

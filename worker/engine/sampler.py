@@ -1,0 +1,83 @@
+"""Per-sequence sampler chains that run in C (llama_sampler_sample), never over the vocab in Python."""
+
+from __future__ import annotations
+
+import llama_cpp as L
+
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+from herd.protocol.wire import SamplingParams
+
+_RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
+
+
+class InvalidFormat(ValueError):
+    pass
+
+
+def format_grammar(format_text: str) -> str:
+    """Ollama's `format`: "json" (any JSON value) or a JSON schema → GBNF."""
+    if format_text == "json":
+        return JSON_GBNF
+    try:
+        return json_schema_to_gbnf(format_text)
+    except Exception as e:  # the converter raises assorted errors on schemas it cannot handle
+        raise InvalidFormat(f"invalid JSON schema in format: {e}") from e
+
+
+class SamplerChain:
+    def __init__(self, params: SamplingParams, *, n_vocab: int, n_ctx: int,
+                 vocab: L.llama_vocab_p | None = None) -> None:
+        self.ptr = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        # llama.cpp runs the longest prefix of backend-capable samplers inside the decode graph;
+        # grammar and penalties are not capable, and as the first link they would leave nothing.
+        self.device_capable = True
+        add = lambda s: L.llama_sampler_chain_add(self.ptr, s)  # noqa: E731
+        if params.format:
+            self.device_capable = False
+            grammar = L.llama_sampler_init_grammar(vocab, format_grammar(params.format).encode(),
+                                                   b"root")
+            if not grammar:  # the binding does not check: a bad grammar comes back as NULL
+                self.close()
+                raise InvalidFormat("invalid format: the grammar could not be compiled")
+            add(grammar)
+        last_n = n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
+        penalised = (params.repeat_penalty != 1.0 or params.presence_penalty != 0.0
+                     or params.frequency_penalty != 0.0)
+        if last_n > 0 and penalised:
+            self.device_capable = False
+            add(L.llama_sampler_init_penalties(n_vocab, last_n, params.repeat_penalty,
+                                               params.frequency_penalty, params.presence_penalty))
+        if params.temperature <= 0.0:
+            add(L.llama_sampler_init_greedy())
+            return
+        if params.top_k > 0:
+            add(L.llama_sampler_init_top_k(params.top_k))
+        if 0.0 < params.typical_p < 1.0:
+            add(L.llama_sampler_init_typical(params.typical_p, 1))
+        if 0.0 < params.top_p < 1.0:
+            add(L.llama_sampler_init_top_p(params.top_p, 1))
+        if params.min_p > 0.0:
+            add(L.llama_sampler_init_min_p(params.min_p, 1))
+        add(L.llama_sampler_init_temp(params.temperature))
+        seed = _RANDOM_SEED if params.seed < 0 else params.seed & 0xFFFFFFFF
+        add(L.llama_sampler_init_dist(seed))
+
+    def sample(self, ctx: L.llama_context_p, batch_index: int) -> int:
+        # Applies the chain to the logits at batch_index and accepts the token (penalty history).
+        # For a chain attached to the context it picks up what the graph already sampled.
+        return L.llama_sampler_sample(self.ptr, ctx, batch_index)
+
+    def sample_on_device(self, ctx: L.llama_context_p, batch_index: int) -> int:
+        """For a chain attached with llama_set_sampler: the token the decode graph drew, without
+        llama_sampler_sample's look at logits, probabilities and candidates."""
+        token = L.llama_get_sampled_token_ith(ctx, batch_index)
+        if token < 0:  # only a prefix of the chain ran in the graph: finish it on the CPU
+            return self.sample(ctx, batch_index)
+        L.llama_sampler_accept(self.ptr, token)
+        return token
+
+    def close(self) -> None:
+        if self.ptr:
+            L.llama_sampler_free(self.ptr)
+            self.ptr = None
