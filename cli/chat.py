@@ -11,12 +11,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-import httpx
-
+from herd.cli.client import HerdClient
 from herd.cli.models import show_summary
-from herd.cli.run import THINK_VALUES, Session, stream_answer
-from herd.protocol.modelfile import ModelfileError, parse_modelfile
+from herd.cli.session import THINK_VALUES, Session, stream_answer
 from herd.protocol.api import Message, ShowResponse
+from herd.protocol.modelfile import ModelfileError, parse_modelfile
 
 ReadLine = Callable[[str], str]
 
@@ -202,7 +201,7 @@ def _replay(show: ShowResponse) -> None:
             print(f"{message.content}\n")
 
 
-def chat_loop(client: httpx.Client, session: Session, show: ShowResponse,
+def chat_loop(client: HerdClient, session: Session, show: ShowResponse,
               read_line: ReadLine = input) -> int:
     """Reads messages and commands until EOF or /bye; every answer joins the history."""
     if read_line is input:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import httpx
 import msgspec
 
-from herd.cli.common import (CliError, ProgressDisplay, check_response,
-                                   follow_status_stream, server_client)
-from herd.protocol.modelfile import Modelfile, ModelfileError, parse_modelfile
+from herd.cli.client import HerdClient
+from herd.cli.common import CliError
+from herd.cli.progress import ProgressDisplay
 from herd.protocol.api import CreateRequest
+from herd.protocol.modelfile import Modelfile, ModelfileError, parse_modelfile
 
 _CHUNK = 1 << 20
 _PATH_PREFIXES = ("./", "../", "/", "~")
@@ -31,27 +31,14 @@ def _sha256(path: pathlib.Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def _upload(client: httpx.Client, path: pathlib.Path, display: ProgressDisplay) -> str:
+def _upload(client: HerdClient, path: pathlib.Path, display: ProgressDisplay) -> str:
     """Put the file in the server's blob store unless it is there already; return its digest."""
     digest = _sha256(path)
-    head = client.head(f"/api/blobs/{digest}")
-    if head.status_code != 404:  # 200: the server has it already
-        check_response(head)
+    if client.has_blob(digest):
         return digest
-    size = path.stat().st_size
     text = f"copying file {digest}"
-
-    def body() -> Iterator[bytes]:
-        sent = 0
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                sent += len(chunk)
-                display.update(text, total=size, completed=sent)
-                yield chunk
-
-    display.update(text, total=size, completed=0)
-    check_response(client.post(f"/api/blobs/{digest}", content=body(),
-                               headers={"Content-Length": str(size)}))
+    client.create_blob(path, digest,
+                       lambda sent, size: display.update(text, total=size, completed=sent))
     return digest
 
 
@@ -118,17 +105,13 @@ def cmd_create(args: argparse.Namespace) -> int:
         mf = parse_modelfile(text)
     except ModelfileError as e:
         raise CliError(str(e)) from None
-    with server_client() as client, ProgressDisplay() as display:
+    with HerdClient() as client, ProgressDisplay() as display:
         def upload(files: dict[str, pathlib.Path]) -> dict[str, str]:
             display.update("gathering model components")
             return {name: _upload(client, path, display) for name, path in files.items()}
 
-        request = build_request(args.model, mf, base, args.quantize or "", upload)
-        body = msgspec.json.encode(request)
-        with client.stream("POST", "/api/create", content=body,
-                           headers={"Content-Type": "application/json"}) as response:
-            # A stream that breaks off before "success" may have left no model.
-            follow_status_stream(response, display,
-                                 "the server closed the connection before the create finished")
+        # A stream that breaks off before "success" may have left no model: a CliError.
+        client.create(build_request(args.model, mf, base, args.quantize or "", upload),
+                      display.status)
     print("success")
     return 0

@@ -1,23 +1,21 @@
 """`herd list|show|ps|stop|cp|rm|create`: the ollama CLI's model-management commands, over HTTP.
 
-They talk to a running server at OLLAMA_HOST exactly as `ollama` does, so they work the same
-against a remote Herd (or an Ollama); nothing here touches the model store directly. `create`
-lives in herd.cli.create, `run` in herd.cli.run, the shared connection and progress
-in herd.cli.common.
+They talk to a running server at OLLAMA_HOST exactly as `ollama` does, through HerdClient, so
+they work the same against a remote Herd (or an Ollama); nothing here touches the model store
+directly. `create` lives in herd.cli.create, `run` in herd.cli.run, the arguments of every
+command in herd.cli.commands.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-import msgspec
-
-from herd.cli.common import CliError, check_response, human_bytes, server_client
-from herd.cli.create import cmd_create
-from herd.protocol.api import GenerateRequest, PsResponse, ShowResponse, TagsResponse
+from herd.cli.client import HerdClient
+from herd.cli.commands import SHOW_FIELDS
+from herd.cli.common import CliError, human_bytes
+from herd.protocol.api import GenerateRequest, ShowResponse
 
 
 def human_duration(seconds: float) -> str:
@@ -57,8 +55,8 @@ def _table(rows: list[list[str]], indent: str = "") -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with server_client() as client:
-        tags = msgspec.json.decode(check_response(client.get("/api/tags")).content, type=TagsResponse)
+    with HerdClient() as client:
+        tags = client.list()
     prefix = (args.prefix or "").lower()
     rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
     rows += [[m.name, m.digest.removeprefix("sha256:")[:12], human_bytes(m.size),
@@ -67,14 +65,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-_SHOW_FIELDS = ("modelfile", "parameters", "template", "system", "license")
-
-
 def cmd_show(args: argparse.Namespace) -> int:
-    with server_client() as client:
-        response = check_response(client.post("/api/show", json={"model": args.model}))
-    show = msgspec.json.decode(response.content, type=ShowResponse)
-    field = next((name for name in _SHOW_FIELDS if getattr(args, name)), None)
+    with HerdClient() as client:
+        show = client.show(args.model)
+    field = next((name for name in SHOW_FIELDS if getattr(args, name)), None)
     if field is None:
         print(show_summary(show), end="")
         return 0
@@ -141,8 +135,8 @@ def until(expires_at: str, now: datetime | None = None) -> str:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    with server_client() as client:
-        ps = msgspec.json.decode(check_response(client.get("/api/ps")).content, type=PsResponse)
+    with HerdClient() as client:
+        ps = client.ps()
     rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
     rows += [[m.name, m.digest.removeprefix("sha256:")[:12], human_bytes(m.size),
               processor(m.size, m.size_vram), str(m.context_length), until(m.expires_at)]
@@ -153,11 +147,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     """Unloads the model: /api/generate with no prompt and keep_alive 0, like `ollama stop`."""
-    body = msgspec.json.encode(GenerateRequest(model=args.model, keep_alive=0))
-    with server_client() as client:
+    with HerdClient() as client:
         try:
-            check_response(client.post("/api/generate", content=body,
-                                       headers={"Content-Type": "application/json"}))
+            client.generate(GenerateRequest(model=args.model, keep_alive=0))
         except CliError as e:
             if "not found" in str(e):
                 raise CliError(f'couldn\'t find model "{args.model}" to stop') from None
@@ -166,43 +158,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    with server_client() as client:
-        check_response(client.post("/api/copy",
-                                   json={"source": args.source, "destination": args.destination}))
+    with HerdClient() as client:
+        client.copy(args.source, args.destination)
     print(f"copied '{args.source}' to '{args.destination}'")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    with server_client() as client:
+    with HerdClient() as client:
         for name in args.models:
-            check_response(client.request("DELETE", "/api/delete", json={"model": name}))
+            client.delete(name)
             print(f"deleted '{name}'")
     return 0
-
-
-def add_commands(sub: Any) -> None:
-    """Register the subcommands on `herd`'s subparsers; each sets `client_command`."""
-    def command(name: str, run: Callable[[argparse.Namespace], int], summary: str,
-                **kwargs: Any) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, help=summary, **kwargs)
-        parser.set_defaults(client_command=run)
-        return parser
-
-    command("list", cmd_list, "list models on the server", aliases=["ls"]).add_argument(
-        "prefix", nargs="?", help="only names starting with this")
-    show = command("show", cmd_show, "show information for a model")
-    show.add_argument("model")
-    only = show.add_mutually_exclusive_group()
-    for field in _SHOW_FIELDS:
-        only.add_argument(f"--{field}", action="store_true", help=f"show the model's {field}")
-    command("ps", cmd_ps, "list running models")
-    command("stop", cmd_stop, "stop a running model").add_argument("model")
-    cp = command("cp", cmd_copy, "copy a model")
-    cp.add_argument("source")
-    cp.add_argument("destination")
-    command("rm", cmd_delete, "remove models").add_argument("models", nargs="+", metavar="model")
-    create = command("create", cmd_create, "create a model from a Modelfile")
-    create.add_argument("model")
-    create.add_argument("-f", "--file", help="Modelfile path (default: ./Modelfile)")
-    create.add_argument("-q", "--quantize", help="quantize the model to this type (e.g. q4_K_M)")

@@ -17,8 +17,9 @@ from support.herd_server import ROOT, free_port, wait_until
 from support.tool_templates import THINKING_TEMPLATE
 
 from herd.cli.chat import chat_loop, parameter_value
-from herd.cli.common import server_client
-from herd.cli.run import Session, go_duration, metrics_summary, show_or_pull
+from herd.cli.client import HerdClient
+from herd.cli.run import show_or_pull
+from herd.cli.session import Session, go_duration, metrics_summary
 from herd.protocol.modelfile import ModelfileError
 from herd.protocol.api import Metrics
 
@@ -187,7 +188,7 @@ def test_chat_loop_keeps_the_history_and_applies_set_commands(
         server, host: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("OLLAMA_HOST", host)
-    with server_client() as client:
+    with HerdClient() as client:
         show = show_or_pull(client, "short", insecure=False)
         session = Session(model="short")
         status = chat_loop(client, session, show, _script([
