@@ -12,7 +12,9 @@ from herd.gateway.api import (anthropic, embed, manage, models, native, openai, 
 from herd.gateway.http import metrics
 from herd.gateway.http.cors import add_cors_headers, cors_middleware
 from herd.gateway.http.errors import error_middleware
-from herd.gateway.cluster.scheduler import Scheduler
+from herd.gateway.cluster.node_client import NodeClient
+from herd.gateway.cluster.runner_client import RunnerClient
+from herd.gateway.cluster.scheduler import NodeFactory, RunnerFactory, Scheduler
 from herd.gateway.state import STATE, GatewayState
 from herd.gateway.store.models import ModelStore
 from herd.protocol.config import Settings
@@ -20,7 +22,12 @@ from herd.protocol.config import Settings
 MAX_BODY = 256 * 1024 * 1024  # chat histories with images can be large; blobs are streamed
 
 
-def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Application:
+def create_app(settings: Settings, node_endpoints: Sequence[str], *,
+               connect_node: NodeFactory | None = None,
+               connect_runner: RunnerFactory | None = None) -> web.Application:
+    """The gateway. `connect_node` / `connect_runner` make the clients the scheduler talks to
+    (ZeroMQ ones by default); tests pass in-process fakes to drive routes and placement
+    without a model or a process."""
     # Metrics outermost: it records the status the client gets, from every other middleware.
     app = web.Application(middlewares=[metrics.metrics_middleware, cors_middleware(settings),
                                        error_middleware],
@@ -40,7 +47,10 @@ def create_app(settings: Settings, node_endpoints: Sequence[str]) -> web.Applica
         zctx = zmq.asyncio.Context()
         store = ModelStore(settings.models_dir)
         store.remove_partial_files()
-        scheduler = Scheduler(settings, zctx)
+        scheduler = Scheduler(
+            settings,
+            connect_node or (lambda endpoint, *callbacks: NodeClient(zctx, endpoint, *callbacks)),
+            connect_runner or (lambda endpoint: RunnerClient(zctx, endpoint)))
         await scheduler.connect(list(node_endpoints))
         app[STATE] = GatewayState(settings=settings, store=store, scheduler=scheduler,
                                   metrics=metrics.GatewayMetrics(scheduler))

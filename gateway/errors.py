@@ -7,6 +7,7 @@ from __future__ import annotations
 
 class HerdError(Exception):
     status = 500
+    headers: dict[str, str] | None = None  # extra response headers (Retry-After)
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -29,9 +30,25 @@ class ModelNotFound(NotFound):
 
 class ServerBusy(HerdError):
     status = 503
+    headers = {"Retry-After": "1"}
 
     def __init__(self) -> None:
         super().__init__("server busy, please try again.  maximum pending requests exceeded")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+class ModelTooLarge(HerdError):
+    """No device of any node holds the model, even with every idle model evicted."""
+
+    status = 400
+
+    def __init__(self, need: int, free: int) -> None:
+        super().__init__(f"model requires more memory than is available: it needs "
+                         f"{_gib(need)} ({need} bytes), the most free on any device is "
+                         f"{_gib(free)} ({free} bytes)")
 
 
 class RequestCanceled(HerdError):

@@ -103,8 +103,14 @@ def gateway(settings: Settings) -> int:
 
 
 def worker(settings: Settings, bind: str, exit_with_parent: bool) -> int:
+    from herd.worker.devices import DeviceInventory, DeviceSpecError, parse_devices
     from herd.worker.node import run_node
 
+    try:
+        inventory = DeviceInventory(parse_devices(settings.devices))
+    except DeviceSpecError as e:
+        log.error("%s", e)
+        return 2
     run_node(bind or settings.node_bind or "tcp://0.0.0.0:11435", settings.run_dir,
-             settings.runner_host, exit_with_parent=exit_with_parent)
+             settings.runner_host, exit_with_parent=exit_with_parent, inventory=inventory)
     return 0

@@ -237,6 +237,17 @@ class TagsResponse(Struct):
     models: list[ListedModel]
 
 
+class RunnerStatus(Struct):
+    """One replica of a running model (Herd's addition to /api/ps)."""
+
+    node: str
+    devices: list[str]
+    size_vram: int
+    slots: int
+    busy: int
+    queued: int  # requests handed to it that it has not admitted yet
+
+
 class RunningModel(Struct):
     name: str
     model: str
@@ -246,6 +257,8 @@ class RunningModel(Struct):
     expires_at: str
     size_vram: int
     context_length: int
+    runners: list[RunnerStatus] = []
+    queued: int = 0  # requests waiting for a slot on any of its replicas
 
 
 class PsResponse(Struct):

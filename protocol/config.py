@@ -23,7 +23,12 @@ class Settings(msgspec.Struct, frozen=True):
     models_dir: str = os.path.expanduser("~/.ollama/models")
     keep_alive_ns: int = 5 * 60 * 1_000_000_000
     num_parallel: int = 4
-    max_loaded_models: int = 3
+    max_loaded_models: int = 3  # OLLAMA_MAX_LOADED_MODELS
+    # Unset (or 0), it means three per GPU, as Ollama's default; set, it is the total.
+    max_loaded_per_gpu: bool = True
+    max_replicas: int = 0  # HERD_MAX_REPLICAS; 0 = as many as the devices a model fits on
+    sched_spread: bool = False  # OLLAMA_SCHED_SPREAD: split every model across a node's GPUs
+    devices: str = ""  # HERD_DEVICES, on a worker: devices described by hand (simulated)
     max_queue: int = 512
     context_length: int = 4096
     num_batch: int = 512
@@ -107,6 +112,10 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         keep_alive_ns=env_keep_alive_ns(keep_alive) if keep_alive else 5 * 60 * 1_000_000_000,
         num_parallel=max(_int(env, "OLLAMA_NUM_PARALLEL", 4), 1),
         max_loaded_models=max_loaded if max_loaded > 0 else 3,
+        max_loaded_per_gpu=max_loaded <= 0,
+        max_replicas=max(_int(env, "HERD_MAX_REPLICAS", 0), 0),
+        sched_spread=_bool(env, "OLLAMA_SCHED_SPREAD"),
+        devices=env.get("HERD_DEVICES", "").strip(),
         max_queue=max(_int(env, "OLLAMA_MAX_QUEUE", 512), 0),
         context_length=_int(env, "OLLAMA_CONTEXT_LENGTH", 0) or 4096,
         num_batch=max(_int(env, "HERD_NUM_BATCH", 512), 32),

@@ -128,7 +128,9 @@ class EngineStep(Struct, array_like=True, gc=False):
 
 
 class RunnerSpec(Struct, omit_defaults=True):
-    """What a node needs to start a runner; `key` identifies the loaded instance."""
+    """What a node needs to start a runner. `key` identifies the loaded instance (a replica:
+    the model's `model_key` plus where it was placed); runners with one model_key are replicas
+    that answer alike."""
 
     key: str
     model_path: str
@@ -142,6 +144,36 @@ class RunnerSpec(Struct, omit_defaults=True):
     adapters: list[str] = []  # LoRA GGUF paths applied to every context of this runner
     kv_cache_type: str = "f16"  # f16, q8_0 or q4_0 (OLLAMA_KV_CACHE_TYPE)
     flash_attention: str = "auto"  # auto, on or off (OLLAMA_FLASH_ATTENTION)
+    model_key: str = ""  # the model and its load-time options, without the placement
+    devices: list[str] = []  # where the placement put it: ["cuda:0"], ["cuda:0", "cuda:1"], ["cpu"]
+    device_memory: list[int] = []  # the estimate's bytes on each of those devices
+    tensor_split: list[float] = []  # layer proportions across several GPUs
+    main_gpu: int = 0  # index into devices
+
+
+class DeviceInfo(Struct, omit_defaults=True):
+    """One device of a node and its memory. `free` is what the driver (NVML) or the OS reports;
+    for devices described by HERD_DEVICES (simulated) it is total less what runners hold."""
+
+    id: str  # "cuda:0", "cpu"
+    total: int
+    free: int
+    name: str = ""
+    simulated: bool = False
+
+    @property
+    def is_gpu(self) -> bool:
+        return not self.id.startswith("cpu")
+
+
+class RunnerInfo(Struct, omit_defaults=True):
+    """A runner a node holds, whoever loaded it: what every gateway's placement must count."""
+
+    key: str
+    model_key: str
+    endpoint: str
+    devices: list[str] = []
+    device_memory: list[int] = []
 
 
 class Hello(Struct):
@@ -150,10 +182,14 @@ class Hello(Struct):
     version: int = WIRE_VERSION
 
 
-class NodeInfo(Struct):
-    """The node's answer to Hello; a new node_id means the node restarted and its runners died."""
+class NodeInfo(Struct, omit_defaults=True):
+    """The node's answer to Hello; a new node_id means the node restarted and its runners died.
+    It carries the node's devices and every runner it holds, so each gateway places models
+    knowing what the others loaded."""
 
     node_id: str
+    devices: list[DeviceInfo] = []
+    runners: list[RunnerInfo] = []
 
 
 class LoadModel(Struct):

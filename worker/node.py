@@ -21,8 +21,9 @@ import zmq
 import zmq.asyncio
 
 from herd.protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, NodeInfo, RunnerExited,
-                           RunnerFailed, RunnerReady, RunnerSpec, UnloadModel, WireCodec,
-                           WireMessage)
+                                RunnerFailed, RunnerInfo, RunnerReady, RunnerSpec, UnloadModel,
+                                WireCodec, WireMessage)
+from herd.worker.devices import DeviceInventory, visible_devices
 
 log = logging.getLogger("herd.node")
 
@@ -30,6 +31,7 @@ log = logging.getLogger("herd.node")
 @dataclass(eq=False)
 class RunnerProcess:
     key: str
+    spec: RunnerSpec
     process: asyncio.subprocess.Process | None = None  # None while it is being started
     stop_requested: bool = False
     leases: set[bytes] = field(default_factory=set)
@@ -39,8 +41,10 @@ class RunnerProcess:
 
 
 class WorkerNode:
-    def __init__(self, bind: str, run_dir: str, runner_host: str = "127.0.0.1") -> None:
+    def __init__(self, bind: str, run_dir: str, runner_host: str = "127.0.0.1",
+                 inventory: DeviceInventory | None = None) -> None:
         self.bind = bind
+        self.inventory = inventory or DeviceInventory()
         self.run_dir = run_dir
         self.runner_host = runner_host
         self.codec = WireCodec()
@@ -111,7 +115,15 @@ class WorkerNode:
             elif isinstance(message, UnloadModel):
                 self._release(gateway, message.key)
             elif isinstance(message, Hello):
-                await self._send(gateway, NodeInfo(self.node_id))
+                await self._send(gateway, self.info())
+
+    def info(self) -> NodeInfo:
+        # Runners still starting hold (or are about to hold) their memory too.
+        runners = [RunnerInfo(r.key, r.spec.model_key or r.key,
+                              r.ready.endpoint if r.ready else "", r.spec.devices,
+                              r.spec.device_memory)
+                   for r in self.runners.values()]
+        return NodeInfo(self.node_id, self.inventory.snapshot(runners), runners)
 
     async def _load(self, gateway: bytes, message: LoadModel) -> None:
         key = message.spec.key
@@ -123,7 +135,7 @@ class WorkerNode:
         if runner is None:
             # Registered, with its first waiter, before the process exists: a fast runner's
             # RunnerReady can arrive before create_subprocess_exec returns.
-            runner = self.runners[key] = RunnerProcess(key)
+            runner = self.runners[key] = RunnerProcess(key, message.spec)
             runner.leases.add(gateway)
             runner.waiting.append((gateway, message.request_id))
             try:
@@ -139,8 +151,12 @@ class WorkerNode:
     async def _spawn(self, runner: RunnerProcess, spec: RunnerSpec) -> None:
         cmd = [sys.executable, "-m", "herd.worker.runner", "--spec", msgspec.json.encode(spec).decode(),
                "--bind", self._runner_bind(), "--events", self.events_endpoint]
+        env = None
+        visible = visible_devices(spec.devices)
+        if visible is not None:  # pinned to its GPUs, or to none when placed on the host
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible}
         runner.process = process = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL)
+            *cmd, stdin=asyncio.subprocess.DEVNULL, env=env)
         if runner.stop_requested:
             self._terminate(runner)
         log.info("started runner pid %d for %s", process.pid, spec.model_path)
@@ -204,11 +220,11 @@ class WorkerNode:
 
 
 def run_node(bind: str, run_dir: str, runner_host: str = "127.0.0.1",
-             exit_with_parent: bool = False) -> None:
+             exit_with_parent: bool = False, inventory: DeviceInventory | None = None) -> None:
     """Entry point of `herd worker`: serve until SIGTERM/SIGINT, then stop every runner."""
 
     async def main() -> None:
-        node = WorkerNode(bind, run_dir, runner_host)
+        node = WorkerNode(bind, run_dir, runner_host, inventory)
         task = asyncio.create_task(node.serve())
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -102,7 +102,9 @@ class Runner:
 
     def run(self) -> int:
         try:
-            self.model = LlamaModel(self.spec.model_path, n_gpu_layers=self.spec.num_gpu_layers)
+            self.model = LlamaModel(self.spec.model_path, n_gpu_layers=self.spec.num_gpu_layers,
+                                    tensor_split=self.spec.tensor_split,
+                                    main_gpu=self.spec.main_gpu)
             self.adapters = [LoraAdapter(self.model, path) for path in self.spec.adapters]
             # Embedding-only models (BERT) cannot generate: they get no generation context.
             engine = None if is_embedding_model(self.model) else load_engine(

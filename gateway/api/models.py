@@ -14,7 +14,7 @@ from herd.gateway.registry.pull import pull_base_model
 from herd.gateway.state import STATE
 from herd.gateway.store.models import format_time, run_blocking
 from herd.gateway.registry.transfers import TRANSFERS
-from herd.protocol.api import (CreateRequest, ErrorBody, PsResponse, RunningModel, StatusChunk, TagsResponse,
+from herd.protocol.api import (CreateRequest, ErrorBody, PsResponse, RunnerStatus, RunningModel, StatusChunk, TagsResponse,
                           VersionResponse)
 
 VERSION = "0.13.0"
@@ -40,13 +40,24 @@ async def tags(request: web.Request) -> web.Response:
 
 @routes.get("/api/ps")
 async def ps(request: web.Request) -> web.Response:
-    runners = sorted(request.app[STATE].scheduler.loaded, key=lambda r: r.expires_at, reverse=True)
-    return json_response(PsResponse([
-        RunningModel(name=r.entry.name.display, model=r.entry.name.display, size=r.size,
-                     digest=r.entry.manifest_digest, details=r.entry.details,
-                     expires_at=format_time(min(r.expires_at, 253402300799.0)),
-                     size_vram=r.size_vram, context_length=r.context_length)
-        for r in runners]))
+    """Ollama's fields per model (sizes summed over its replicas), and each replica."""
+    models = []
+    for group in request.app[STATE].scheduler.groups.values():
+        replicas = group.replicas
+        if not replicas:
+            continue
+        entry = group.entry
+        expires = max(r.expires_at for r in replicas)
+        models.append(RunningModel(
+            name=entry.name.display, model=entry.name.display,
+            size=sum(r.size for r in replicas), digest=entry.manifest_digest,
+            details=entry.details, expires_at=format_time(min(expires, 253402300799.0)),
+            size_vram=sum(r.size_vram for r in replicas),
+            context_length=replicas[0].context_length, queued=group.waiting,
+            runners=[RunnerStatus(r.node.endpoint, r.devices, r.size_vram, r.num_parallel,
+                                  r.busy, max(r.refs - r.num_parallel, 0)) for r in replicas]))
+    models.sort(key=lambda m: m.expires_at, reverse=True)
+    return json_response(PsResponse(models))
 
 
 @routes.head("/api/blobs/{digest}")

@@ -1,7 +1,8 @@
 """The gateway's control connection to one worker node: load, unload, hear about exits.
 
 A dead process cannot say it died, so the gateway sends the node a Hello every second and the
-node answers with its id: no answer for a while means unreachable; a new id means the node was
+node answers with its id, its devices and the runners it holds: no answer for a while means
+unreachable (its requests are failed, its runners dropped); a new id means the node was
 restarted and every runner it had is gone.
 """
 
@@ -30,7 +31,8 @@ UNREACHABLE_AFTER_S = 5.0
 class NodeClient:
     def __init__(self, zctx: zmq.asyncio.Context, endpoint: str,
                  on_runner_exit: Callable[[RunnerExited], None],
-                 on_restart: Callable[[NodeClient], None] = lambda node: None) -> None:
+                 on_restart: Callable[[NodeClient], None] = lambda node: None,
+                 on_down: Callable[[NodeClient], None] = lambda node: None) -> None:
         self.endpoint = endpoint
         self.codec = WireCodec()
         self.sock = zctx.socket(zmq.DEALER)
@@ -38,6 +40,12 @@ class NodeClient:
         self.sock.connect(endpoint)
         self._on_runner_exit = on_runner_exit
         self._on_restart = on_restart
+        self._on_down = on_down
+        self.info = NodeInfo("")  # the latest answer: devices and runners
+        self._fresh: list[asyncio.Future[NodeInfo]] = []
+        self._was_alive = True
+        # Runners this gateway held when the node stopped answering: released if it returns.
+        self.orphans: set[str] = set()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[ModelLoaded]] = {}
         self.loaded_keys: set[str] = set()
@@ -54,6 +62,20 @@ class NodeClient:
 
     async def start(self) -> None:
         await self.sock.send_multipart(self.codec.encode(Hello()))
+
+    async def refresh(self, timeout: float = 2.0) -> NodeInfo:
+        """A NodeInfo answered after this call: what the node holds now, not a second ago
+        (placement must see what other gateways just loaded). The last one if it is slow."""
+        future: asyncio.Future[NodeInfo] = asyncio.get_running_loop().create_future()
+        self._fresh.append(future)
+        await self.sock.send_multipart(self.codec.encode(Hello()))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return self.info
+        finally:
+            if future in self._fresh:
+                self._fresh.remove(future)
 
     async def load(self, spec: RunnerSpec, timeout: float) -> ModelLoaded:
         request_id = next(self._ids)
@@ -84,11 +106,29 @@ class NodeClient:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             await self.sock.send_multipart(self.codec.encode(Hello()))
+            alive = self.alive
+            if self._was_alive and not alive:
+                log.warning("worker node %s stopped answering", self.endpoint)
+                self.loaded_keys.clear()
+                self._on_down(self)
+            self._was_alive = alive
 
     def _seen(self, info: NodeInfo) -> None:
         self._last_seen = time.monotonic()
+        self.info = info
+        fresh, self._fresh = self._fresh, []
+        for future in fresh:
+            if not future.done():
+                future.set_result(info)
         if info.node_id == self.node_id:
+            if self.orphans:
+                orphans, self.orphans = self.orphans, set()
+                log.warning("worker node %s answers again: releasing %d runner(s) held before",
+                            self.endpoint, len(orphans))
+                for key in orphans:
+                    self.sock.send_multipart(self.codec.encode(UnloadModel(key)))
             return
+        self.orphans.clear()
         restarted = bool(self.node_id)
         self.node_id = info.node_id
         if restarted:

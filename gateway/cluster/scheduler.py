@@ -1,6 +1,13 @@
-"""Places models onto runners: reuse a loaded one, load one where there is room (one load at a
-time, evicting idle models), bound the queue (503), and unload idle runners when keep-alive ends.
-Testable without a model: it only talks to NodeClients and RunnerClients.
+"""Places models onto runners across every worker node's devices.
+
+A model (its weights and load-time options: the spec's `model_key`) is served by one or more
+replicas: runners on different devices or nodes that answer alike. A request takes a slot on
+the replica that shares the longest prompt prefix with it (its KV cache is warm), else on the
+least-loaded one; when every slot is busy it waits, bounded by OLLAMA_MAX_QUEUE per model, and
+another replica is started where there is room (HERD_MAX_REPLICAS). The first replica of a
+model is placed by memory estimate (best-fit GPU, a layer split, a partial offload, the host),
+evicting idle models in keep-alive LRU order; one that fits nowhere is a clear error.
+Testable without a model: it talks only to the node and runner clients its factories make.
 """
 
 from __future__ import annotations
@@ -9,259 +16,214 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from typing import Any
 
-import zmq.asyncio
-
-from herd.gateway.errors import RUNNER_STOPPED, HerdError, RunnerError, ServerBusy
-from herd.gateway.cluster.node_client import NodeClient
-from herd.gateway.cluster.runner_client import RunnerClient
+from herd.gateway.cluster.affinity import Signature
+from herd.gateway.cluster.groups import ModelGroup, Replica
+from herd.gateway.cluster.loader import Loader
+from herd.gateway.errors import RUNNER_STOPPED, HerdError, ServerBusy
 from herd.gateway.store.models import ModelEntry
 from herd.protocol.config import Settings
 from herd.protocol.durations import FOREVER_NS
-from herd.protocol.wire import ModelLoaded, RunnerExited, RunnerSpec
+from herd.protocol.wire import RunnerExited, RunnerSpec
 
 log = logging.getLogger("herd.scheduler")
 
-
-@dataclass(eq=False)
-class LoadedRunner:
-    key: str
-    entry: ModelEntry
-    node: NodeClient
-    client: RunnerClient
-    num_parallel: int
-    size: int
-    size_vram: int
-    context_length: int
-    keep_alive_ns: int
-    refs: int = 0
-    expires_at: float = 0.0
-    last_used: float = 0.0
-    timer: asyncio.TimerHandle | None = None
-    gone: bool = False
+# (endpoint, on_runner_exit, on_restart, on_down) → a NodeClient; endpoint → a RunnerClient
+NodeFactory = Callable[..., Any]
+RunnerFactory = Callable[[str], Any]
 
 
 class Scheduler:
-    def __init__(self, settings: Settings, zctx: zmq.asyncio.Context) -> None:
+    def __init__(self, settings: Settings, connect_node: NodeFactory,
+                 connect_runner: RunnerFactory) -> None:
         self.settings = settings
-        self.zctx = zctx
-        self.nodes: list[NodeClient] = []
-        self._runners: dict[str, LoadedRunner] = {}
-        self._loading: dict[str, asyncio.Task[LoadedRunner]] = {}
-        self._waiting_loads = 0
-        self._load_lock = asyncio.Lock()
+        self.connect_node = connect_node
+        self.nodes: list[Any] = []
+        self.groups: dict[str, ModelGroup] = {}
+        self.loader = Loader(self, connect_runner)
         self._released = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._dead_endpoints: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         # (model, "success" | "failure") → loads; plain counts, read by the metrics collector.
         self.load_results: Counter[tuple[str, str]] = Counter()
 
     async def connect(self, endpoints: list[str]) -> None:
         for endpoint in endpoints:
-            node = NodeClient(self.zctx, endpoint, self._on_runner_exit, self._on_node_restart)
+            node = self.connect_node(endpoint, self._on_runner_exit, self._on_node_restart,
+                                     self._on_node_down)
             await node.start()
             self.nodes.append(node)
 
     async def close(self) -> None:
-        for runner in list(self._runners.values()):
-            await self._unload(runner)
+        for replica in self.loaded:
+            await self.unload(replica)
         for node in self.nodes:
             await node.close()
 
     @property
-    def loaded(self) -> list[LoadedRunner]:
-        return list(self._runners.values())
+    def loaded(self) -> list[Replica]:
+        return [r for g in self.groups.values() for r in g.replicas]
 
     @property
     def queued(self) -> int:
-        """Requests waiting for a load or for a slot: what OLLAMA_MAX_QUEUE bounds."""
-        return self._waiting_loads + sum(max(r.refs - r.num_parallel, 0)
-                                         for r in self._runners.values())
+        """Requests waiting for a load or for a slot, over every model."""
+        return sum(g.waiting for g in self.groups.values())
 
     @asynccontextmanager
-    async def lease(self, entry: ModelEntry, spec: RunnerSpec,
-                    keep_alive_ns: int) -> AsyncIterator[LoadedRunner]:
-        runner = await self.acquire(entry, spec, keep_alive_ns)
+    async def lease(self, entry: ModelEntry, spec: RunnerSpec, keep_alive_ns: int,
+                    affinity: Signature = ()) -> AsyncIterator[Replica]:
+        replica = await self.acquire(entry, spec, keep_alive_ns, affinity)
         try:
-            yield runner
+            yield replica
         finally:
-            self.release(runner)
+            self.release(replica)
 
-    async def acquire(self, entry: ModelEntry, spec: RunnerSpec, keep_alive_ns: int) -> LoadedRunner:
-        runner = self._runners.get(spec.key)
-        if runner is None:
-            # The request that starts a load is being served, not queued (OLLAMA_MAX_QUEUE=0
-            # still lets an idle server load a model).
-            if self.queued > self.settings.max_queue:
-                raise ServerBusy()
-            self._waiting_loads += 1
-            try:
-                runner = await self._get_or_load(entry, spec)
-            finally:
-                self._waiting_loads -= 1
-        elif runner.refs >= runner.num_parallel and self.queued >= self.settings.max_queue:
+    async def acquire(self, entry: ModelEntry, spec: RunnerSpec, keep_alive_ns: int,
+                      affinity: Signature = ()) -> Replica:
+        model_key = spec.model_key or spec.key
+        group = self.groups.get(model_key)
+        if group is None:
+            group = self.groups[model_key] = ModelGroup(model_key, entry, spec)
+        replica = group.pick(affinity)
+        if replica is None:
+            replica = await self._wait_for_slot(group, affinity)
+        replica.refs += 1
+        replica.prefixes.remember(affinity)
+        replica.keep_alive_ns = keep_alive_ns
+        if replica.timer is not None:
+            replica.timer.cancel()
+            replica.timer = None
+        return replica
+
+    async def _wait_for_slot(self, group: ModelGroup, affinity: Signature) -> Replica:
+        # The request that starts a model's first load is served, not queued (OLLAMA_MAX_QUEUE
+        # 0 still lets an idle server load a model).
+        if group.waiting >= self.settings.max_queue + (0 if group.replicas else 1):
             raise ServerBusy()
-        runner.refs += 1
-        runner.keep_alive_ns = keep_alive_ns
-        if runner.timer is not None:
-            runner.timer.cancel()
-            runner.timer = None
-        return runner
+        group.waiting += 1
+        try:
+            while True:
+                if not group.replicas and group.first_load is None:
+                    group.first_load = self._spawn(self.loader.load(group, first=True))
+                elif group.replicas and self.loader.may_add_replica(group):
+                    group.extra_load = self._spawn(self.loader.load(group, first=False))
+                load = group.first_load
+                changed = asyncio.ensure_future(group.changed.wait())
+                waits = {changed} | ({load} if load is not None else set())
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    changed.cancel()
+                group.changed.clear()
+                if load is not None and load.done():
+                    if group.first_load is load:
+                        group.first_load = None
+                    error = load.exception() if not load.cancelled() else None
+                    if error is not None and not group.replicas:
+                        raise error
+                replica = group.pick(affinity)
+                if replica is not None:
+                    return replica
+        finally:
+            group.waiting -= 1
 
-    def release(self, runner: LoadedRunner) -> None:
-        runner.refs -= 1
-        runner.last_used = time.monotonic()
-        if runner.refs == 0:
+    def release(self, replica: Replica) -> None:
+        replica.refs -= 1
+        replica.last_used = time.monotonic()
+        replica.group.changed.set()
+        if replica.refs == 0:
             self._released.set()
-            if not runner.gone:
-                self._arm_expiry(runner)
+            if not replica.gone:
+                self._arm_expiry(replica)
 
     async def unload_model(self, entry: ModelEntry) -> None:
         """keep_alive 0 with an empty prompt: unload now, or as soon as in-flight work ends."""
-        for runner in list(self._runners.values()):
-            if runner.entry.model_digest == entry.model_digest:
-                runner.keep_alive_ns = 0
-                if runner.refs == 0:
-                    await self._unload(runner)
+        for replica in self.loaded:
+            if replica.entry.model_digest == entry.model_digest:
+                replica.keep_alive_ns = 0
+                if replica.refs == 0:
+                    await self.unload(replica)
 
-    # -- loading ---------------------------------------------------------------------------
+    async def wait_for_release(self) -> None:
+        self._released.clear()
+        await self._released.wait()
 
-    async def _get_or_load(self, entry: ModelEntry, spec: RunnerSpec) -> LoadedRunner:
-        task = self._loading.get(spec.key)
-        if task is None:
-            task = asyncio.create_task(self._load(entry, spec))
-            self._loading[spec.key] = task
-            task.add_done_callback(lambda _: self._loading.pop(spec.key, None))
-            # Everyone waiting may have gone: the failure is theirs to see, not the log's.
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        # A client that gives up while waiting must not cancel a load others may share.
-        return await asyncio.shield(task)
-
-    async def _load(self, entry: ModelEntry, spec: RunnerSpec) -> LoadedRunner:
-        async with self._load_lock:
-            existing = self._runners.get(spec.key)
-            if existing is not None:
-                return existing
-            try:
-                await self._make_room(entry)
-                node = min(await self._reachable_nodes(), key=lambda n: len(n.loaded_keys))
-                loaded = await self._load_on(node, spec)
-            except Exception:
-                self.load_results[entry.name.display, "failure"] += 1
-                raise
-            self.load_results[entry.name.display, "success"] += 1
-            runner = LoadedRunner(
-                key=spec.key, entry=entry, node=node,
-                client=RunnerClient(self.zctx, loaded.endpoint),
-                num_parallel=spec.num_parallel,
-                size=loaded.size, size_vram=loaded.size_vram,
-                context_length=loaded.context_length, keep_alive_ns=self.settings.keep_alive_ns,
-                last_used=time.monotonic())
-            self._runners[spec.key] = runner
-            self._arm_expiry(runner)
-            return runner
-
-    async def _load_on(self, node: NodeClient, spec: RunnerSpec) -> ModelLoaded:
-        for _ in range(50):
-            try:
-                loaded = await node.load(spec, self.settings.load_timeout_s)
-            except asyncio.TimeoutError:
-                await node.unload(spec.key)
-                raise RunnerError("timed out waiting for the model runner to start") from None
-            # A node that has not yet reaped a runner we saw die may offer it again: wait
-            # until it knows, then it starts a fresh one.
-            if loaded.endpoint not in self._dead_endpoints:
-                return loaded
-            await asyncio.sleep(0.1)
-        raise RunnerError("the worker node keeps offering a runner that has stopped")
-
-    async def _reachable_nodes(self, patience_s: float = 10.0) -> list[NodeClient]:
-        """Nodes that are up; a node being restarted gets a few seconds to come back."""
-        deadline = time.monotonic() + patience_s
-        while True:
-            nodes = [n for n in self.nodes if n.alive]
-            if nodes:
-                return nodes
-            if time.monotonic() >= deadline:
-                raise RunnerError("no worker node is reachable")
-            await asyncio.sleep(0.1)
-
-    async def _make_room(self, entry: ModelEntry) -> None:
-        while True:
-            # The same weights loaded with other load-time options are replaced (a reload).
-            stale = [r for r in self._runners.values()
-                     if r.entry.model_digest == entry.model_digest and r.refs == 0]
-            for runner in stale:
-                await self._unload(runner)
-            if len(self._runners) < self.settings.max_loaded_models:
-                return
-            idle = [r for r in self._runners.values() if r.refs == 0]
-            if idle:
-                victim = min(idle, key=lambda r: (r.keep_alive_ns, r.last_used))
-                await self._unload(victim)
-                continue
-            self._released.clear()
-            await self._released.wait()
+    def add(self, replica: Replica) -> None:
+        replica.group.replicas.append(replica)
+        replica.group.changed.set()
+        self._arm_expiry(replica)
 
     # -- unloading -------------------------------------------------------------------------
 
-    def _arm_expiry(self, runner: LoadedRunner) -> None:
-        if runner.timer is not None:
-            runner.timer.cancel()
-            runner.timer = None
-        ka = runner.keep_alive_ns
+    def _arm_expiry(self, replica: Replica) -> None:
+        if replica.timer is not None:
+            replica.timer.cancel()
+            replica.timer = None
+        ka = replica.keep_alive_ns
         if ka >= FOREVER_NS:
-            runner.expires_at = time.time() + 100 * 365 * 86400
+            replica.expires_at = time.time() + 100 * 365 * 86400
             return
-        runner.expires_at = time.time() + ka / 1e9
+        replica.expires_at = time.time() + ka / 1e9
         loop = asyncio.get_running_loop()
-        runner.timer = loop.call_later(ka / 1e9, lambda: self._spawn(self._expire(runner)))
+        replica.timer = loop.call_later(ka / 1e9, lambda: self._spawn(self._expire(replica)))
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Everyone waiting may have gone: a failure is theirs to see, not the log's.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return task
 
-    async def _expire(self, runner: LoadedRunner) -> None:
-        if runner.refs == 0 and self._runners.get(runner.key) is runner:
-            await self._unload(runner)
+    async def _expire(self, replica: Replica) -> None:
+        if replica.refs == 0 and not replica.gone:
+            await self.unload(replica)
 
-    async def _unload(self, runner: LoadedRunner) -> None:
-        if self._runners.get(runner.key) is runner:
-            del self._runners[runner.key]
-        if runner.timer is not None:
-            runner.timer.cancel()
-        runner.gone = True
-        runner.client.fail_all("model was unloaded")
-        await runner.client.close()
+    def _forget(self, replica: Replica, message: str) -> None:
+        group = replica.group
+        if replica in group.replicas:
+            group.replicas.remove(replica)
+        if not group.replicas and group.waiting == 0 and group.first_load is None:
+            self.groups.pop(group.model_key, None)
+        replica.gone = True
+        if replica.timer is not None:
+            replica.timer.cancel()
+        replica.client.fail_all(message)
+        group.changed.set()
+
+    async def unload(self, replica: Replica) -> None:
+        self._forget(replica, "model was unloaded")
+        await replica.client.close()
         try:
-            await runner.node.unload(runner.key)
+            await replica.node.unload(replica.key)
         except HerdError:
             pass
-        log.info("unloaded %s", runner.entry.name.display)
+        log.info("unloaded %s from %s %s", replica.entry.name.display, replica.node.endpoint,
+                 ",".join(replica.devices))
+
+    def _drop(self, replica: Replica, message: str = RUNNER_STOPPED) -> None:
+        self.loader.dead_endpoints.add(replica.client.endpoint)
+        replica.node.loaded_keys.discard(replica.key)
+        self._forget(replica, message)
+        self._spawn(replica.client.close())
 
     def _on_runner_exit(self, exited: RunnerExited) -> None:
-        runner = self._runners.get(exited.key)
-        if runner is None or runner.client.endpoint != exited.endpoint:
-            return
-        log.warning("runner for %s exited with status %d", runner.entry.name.display,
-                    exited.returncode)
-        self._drop(runner)
+        for replica in self.loaded:
+            if replica.key == exited.key and replica.client.endpoint == exited.endpoint:
+                log.warning("runner for %s exited with status %d", replica.entry.name.display,
+                            exited.returncode)
+                self._drop(replica)
 
-    def _on_node_restart(self, node: NodeClient) -> None:
+    def _on_node_restart(self, node: Any) -> None:
         """A restarted node's runners died with it, whether or not they said so."""
-        for runner in [r for r in self._runners.values() if r.node is node]:
-            self._drop(runner)
+        for replica in [r for r in self.loaded if r.node is node]:
+            self._drop(replica)
 
-    def _drop(self, runner: LoadedRunner) -> None:
-        del self._runners[runner.key]
-        self._dead_endpoints.add(runner.client.endpoint)
-        runner.node.loaded_keys.discard(runner.key)
-        runner.gone = True
-        if runner.timer is not None:
-            runner.timer.cancel()
-        runner.client.fail_all(RUNNER_STOPPED)
-        self._spawn(runner.client.close())
+    def _on_node_down(self, node: Any) -> None:
+        """A node that stopped answering fails its requests now; if it comes back, the runners
+        this gateway held there are released (none leaked, none counted twice)."""
+        for replica in [r for r in self.loaded if r.node is node]:
+            node.orphans.add(replica.key)
+            self._drop(replica, f"worker node {node.endpoint} stopped answering")

@@ -24,7 +24,11 @@ def runner_spec(entry: ModelEntry, options: Options, settings: Settings) -> Runn
            f"|thr={threads}|kv={settings.kv_cache_type}|fa={settings.flash_attention}")
     if entry.adapters:
         key += "|lora=" + ",".join(os.path.basename(a) for a in entry.adapters)
-    return RunnerSpec(key=key, model_path=entry.model_path, num_ctx=num_ctx,
+    main_gpu = int(options.main_gpu) if options.main_gpu is not None else -1
+    if main_gpu >= 0:
+        key += f"|main={main_gpu}"
+    return RunnerSpec(key=key, model_key=key, main_gpu=main_gpu,
+                      model_path=entry.model_path, num_ctx=num_ctx,
                       num_parallel=parallel, num_batch=num_batch, num_threads=threads,
                       num_gpu_layers=gpu, family=entry.config.model_family,
                       adapters=entry.adapters, kv_cache_type=settings.kv_cache_type,

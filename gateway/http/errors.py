@@ -46,9 +46,10 @@ def error_shape(path: str) -> ErrorShape:
     return native_error
 
 
-def error_response(message: str, status: int, shape: ErrorShape = native_error) -> web.Response:
+def error_response(message: str, status: int, shape: ErrorShape = native_error,
+                   headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=msgspec.json.encode(shape(message, status)), status=status,
-                        content_type="application/json")
+                        content_type="application/json", headers=headers)
 
 
 @web.middleware
@@ -57,7 +58,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except HerdError as e:
-        return error_response(str(e), e.status, shape)
+        return error_response(str(e), e.status, shape, e.headers)
     except msgspec.MsgspecError as e:
         return error_response(describe_decode_error(e), 400, shape)
     except web.HTTPNotFound:

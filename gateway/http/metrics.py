@@ -47,6 +47,45 @@ class SchedulerCollector(Collector):
         for (model, result), count in sorted(self.scheduler.load_results.items()):
             loads.add_metric([model, result], count)
         yield loads
+        yield from self._devices()
+        yield from self._models()
+
+    def _devices(self) -> Iterator[Metric]:
+        total = GaugeMetricFamily("herd_device_memory_total_bytes",
+                                  "Memory of each worker device", labels=["node", "device"])
+        used = GaugeMetricFamily("herd_device_memory_used_bytes",
+                                 "Memory the runners on each worker device hold (estimated)",
+                                 labels=["node", "device"])
+        for node in self.scheduler.nodes:
+            held: dict[str, int] = {}
+            for runner in node.info.runners:
+                for device, size in zip(runner.devices, runner.device_memory):
+                    held[device] = held.get(device, 0) + size
+            for device in node.info.devices:
+                total.add_metric([node.endpoint, device.id], device.total)
+                used.add_metric([node.endpoint, device.id], held.get(device.id, 0))
+        yield total
+        yield used
+
+    def _models(self) -> Iterator[Metric]:
+        labels = ["model"]
+        replicas = GaugeMetricFamily("herd_model_replicas", "Runners serving each model", labels=labels)
+        busy = GaugeMetricFamily("herd_model_busy_slots", "Slots generating, per model", labels=labels)
+        queued = GaugeMetricFamily("herd_model_queue_depth", "Requests waiting, per model",
+                                   labels=labels)
+        counts: dict[str, list[int]] = {}
+        for group in self.scheduler.groups.values():
+            row = counts.setdefault(group.entry.name.display, [0, 0, 0])
+            row[0] += len(group.replicas)
+            row[1] += sum(r.busy for r in group.replicas)
+            row[2] += group.waiting
+        for model, (n, b, q) in sorted(counts.items()):
+            replicas.add_metric([model], n)
+            busy.add_metric([model], b)
+            queued.add_metric([model], q)
+        yield replicas
+        yield busy
+        yield queued
 
 
 class GatewayMetrics:

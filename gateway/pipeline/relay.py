@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from herd.gateway.cluster.affinity import signature
 from herd.gateway.cluster.request_stream import Update
 from herd.gateway.errors import HerdError, StreamFailed
 from herd.gateway.http.io import NDJSON, json_response, ndjson_line
@@ -123,7 +124,8 @@ async def relay(request: web.Request, state: GatewayState, entry: ModelEntry,
     """Leases a runner, submits, and writes what comes back through the dialect's framing.
     `tools`: the request offered tools, so calls in the answer are parsed out of its text."""
     t0 = time.perf_counter_ns()
-    async with state.scheduler.lease(entry, spec, keep_alive) as runner:
+    # Requests that start alike go to the replica whose KV cache holds that start.
+    async with state.scheduler.lease(entry, spec, keep_alive, signature(submit)) as runner:
         load_ns = time.perf_counter_ns() - t0
         rs = await runner.client.submit(submit)
         model = entry.name.display

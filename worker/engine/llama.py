@@ -26,11 +26,20 @@ def _quiet_llama_logs() -> None:
 class LlamaModel:
     """Weights + vocabulary; contexts are created on top of it."""
 
-    def __init__(self, path: str, *, n_gpu_layers: int = -1) -> None:
+    def __init__(self, path: str, *, n_gpu_layers: int = -1,
+                 tensor_split: list[float] | None = None, main_gpu: int = 0) -> None:
         _quiet_llama_logs()
         L.llama_backend_init()
         params = L.llama_model_default_params()
         params.n_gpu_layers = 999 if n_gpu_layers < 0 else n_gpu_layers
+        params.main_gpu = main_gpu
+        if tensor_split:
+            # Layer proportions over the GPUs the runner sees (CUDA_VISIBLE_DEVICES).
+            proportions = list(tensor_split[:L.LLAMA_MAX_DEVICES])
+            proportions += [0.0] * (L.LLAMA_MAX_DEVICES - len(proportions))
+            self._tensor_split = (ctypes.c_float * L.LLAMA_MAX_DEVICES)(*proportions)
+            params.tensor_split = self._tensor_split
+            params.split_mode = L.LLAMA_SPLIT_MODE_LAYER
         self.ptr = L.llama_model_load_from_file(path.encode(), params)
         if not self.ptr:
             raise ModelLoadError(f"unable to load model: {path}")

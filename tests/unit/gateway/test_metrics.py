@@ -9,7 +9,8 @@ from herd.gateway.http.metrics import GatewayMetrics
 
 def test_each_gateway_has_its_own_registry() -> None:
     """Several apps in one process (tests, embedded use) must not collide in a global registry."""
-    scheduler = SimpleNamespace(queued=0, loaded=[], load_results={("m:latest", "success"): 2})
+    scheduler = SimpleNamespace(queued=0, loaded=[], load_results={("m:latest", "success"): 2},
+                                nodes=[], groups={})
     first, second = GatewayMetrics(scheduler), GatewayMetrics(scheduler)  # type: ignore[arg-type]
     first.observe_request("GET", "/api/tags", 200, 0.01)
     assert first.registry.get_sample_value(

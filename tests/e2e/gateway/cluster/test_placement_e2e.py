@@ -1,0 +1,112 @@
+"""Multi-GPU placement with real processes: devices described by HERD_DEVICES stand in for a
+GPU host (the runners compute on the CPU; every decision and figure is the real one)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+
+import httpx
+import pytest
+
+from herd.gateway.placement.estimate import estimate
+from support.herd_server import HerdServer, free_port, wait_until
+from support.tiny_models import write_tiny_llama
+
+CTX, PARALLEL, BATCH = 512, 2, 64
+ENV = {"OLLAMA_CONTEXT_LENGTH": str(CTX), "OLLAMA_NUM_PARALLEL": str(PARALLEL),
+       "HERD_NUM_BATCH": str(BATCH)}
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, pathlib.Path]:
+    d = tmp_path_factory.mktemp("placed")
+    return (write_tiny_llama(d / "a.gguf", seed=3, embedding_length=128, block_count=4),
+            write_tiny_llama(d / "b.gguf", seed=4, embedding_length=128, block_count=4))
+
+
+def need(path: pathlib.Path) -> int:
+    return estimate(str(path), n_ctx_per_seq=CTX, n_seq=PARALLEL, n_batch=BATCH).total
+
+
+def ps(srv: HerdServer) -> list[dict]:
+    return httpx.get(srv.url + "/api/ps").json()["models"]
+
+
+def runner_env(pid: int) -> dict[str, str]:
+    raw = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def generate(srv: HerdServer, model: str, prompt: str = "hello", n: int = 8) -> dict:
+    r = httpx.post(srv.url + "/api/generate", json={
+        "model": model, "prompt": prompt, "stream": False,
+        "options": {"num_predict": n, "temperature": 0}})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_two_models_land_on_two_devices_each_pinned(tmp_path, two_models) -> None:
+    size = int(need(two_models[0]) * 1.5)
+    env = {**ENV, "HERD_DEVICES": f"cuda:0={size},cuda:1={size}", "HERD_MAX_REPLICAS": "1"}
+    with HerdServer(tmp_path, env=env) as srv:
+        for name, path in zip(("a", "b"), two_models):
+            srv.create_model(name, path)
+            generate(srv, name)
+        placed = {m["name"]: m["runners"][0]["devices"] for m in ps(srv)}
+        assert sorted(d for devices in placed.values() for d in devices) == ["cuda:0", "cuda:1"]
+        visible = sorted(runner_env(pid).get("CUDA_VISIBLE_DEVICES") for pid in srv.runner_pids())
+        assert visible == ["0", "1"]
+        for m in ps(srv):
+            assert m["size_vram"] == m["size"] > 0
+
+
+def test_a_model_too_big_for_one_device_is_split_across_both(tmp_path, two_models) -> None:
+    size = int(need(two_models[0]) * 0.7)
+    env = {**ENV, "HERD_DEVICES": f"cuda:0={size},cuda:1={size}"}
+    with HerdServer(tmp_path, env=env) as srv:
+        srv.create_model("a", two_models[0])
+        assert generate(srv, "a")["eval_count"] == 8
+        (model,) = ps(srv)
+        assert sorted(model["runners"][0]["devices"]) == ["cuda:0", "cuda:1"]
+        (pid,) = srv.runner_pids()
+        assert runner_env(pid)["CUDA_VISIBLE_DEVICES"] in ("0,1", "1,0")
+
+
+def test_under_load_a_second_replica_starts_and_answers_alike(tmp_path, two_models) -> None:
+    size = int(need(two_models[0]) * 1.2)
+    env = {**ENV, "HERD_DEVICES": f"cuda:0={size},cuda:1={size}", "OLLAMA_NUM_PARALLEL": "1"}
+    env["OLLAMA_NUM_PARALLEL"] = "1"
+    with HerdServer(tmp_path, env=env) as srv:
+        srv.create_model("a", two_models[0])
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda i: generate(srv, "a", "the same prompt", 24), range(6)))
+        (model,) = ps(srv)
+        assert sorted(r["devices"][0] for r in model["runners"]) == ["cuda:0", "cuda:1"]
+        assert len(srv.runner_pids()) == 2
+        # Greedy answers do not depend on the replica.
+        assert len({a["response"] for a in answers}) == 1
+
+
+def test_two_worker_nodes_over_tcp(tmp_path, two_models) -> None:
+    size = int(need(two_models[0]) * 1.5)
+    endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+    models = tmp_path / "models"
+    workers = [HerdServer(tmp_path / f"w{i}", models_dir=models, command=("worker", "--bind", ep),
+                          env={**ENV, "HERD_DEVICES": f"cuda:0={size}"})
+               for i, ep in enumerate(endpoints)]
+    for w in workers:
+        w.start()
+    gw = HerdServer(tmp_path / "gw", models_dir=models, command=("gateway",),
+                    env={**ENV, "HERD_WORKERS": ",".join(endpoints), "HERD_MAX_REPLICAS": "1"})
+    try:
+        with gw:
+            for name, path in zip(("a", "b"), two_models):
+                gw.create_model(name, path)
+                generate(gw, name)
+            nodes = sorted(m["runners"][0]["node"] for m in ps(gw))
+            assert nodes == sorted(endpoints)
+            assert wait_until(lambda: all(len(w.runner_pids()) == 1 for w in workers))
+    finally:
+        for w in workers:
+            w.stop()
