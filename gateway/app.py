@@ -50,7 +50,8 @@ def create_app(settings: Settings, node_endpoints: Sequence[str], *,
         scheduler = Scheduler(
             settings,
             connect_node or (lambda endpoint, *callbacks: NodeClient(zctx, endpoint, *callbacks)),
-            connect_runner or (lambda endpoint: RunnerClient(zctx, endpoint)))
+            connect_runner or (lambda endpoint, on_stall: RunnerClient(
+                zctx, endpoint, settings.runner_stall_s, on_stall)))
         await scheduler.connect(list(node_endpoints))
         app[STATE] = GatewayState(settings=settings, store=store, scheduler=scheduler,
                                   metrics=metrics.GatewayMetrics(scheduler))

@@ -29,6 +29,8 @@ class Settings(msgspec.Struct, frozen=True):
     max_replicas: int = 0  # HERD_MAX_REPLICAS; 0 = as many as the devices a model fits on
     sched_spread: bool = False  # OLLAMA_SCHED_SPREAD: split every model across a node's GPUs
     devices: str = ""  # HERD_DEVICES, on a worker: devices described by hand (simulated)
+    # HERD_RUNNER_TIMEOUT: a runner silent this long with requests in flight is hung
+    runner_stall_s: float = 120.0
     max_queue: int = 512
     context_length: int = 4096
     num_batch: int = 512
@@ -116,6 +118,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_replicas=max(_int(env, "HERD_MAX_REPLICAS", 0), 0),
         sched_spread=_bool(env, "OLLAMA_SCHED_SPREAD"),
         devices=env.get("HERD_DEVICES", "").strip(),
+        runner_stall_s=float(max(_int(env, "HERD_RUNNER_TIMEOUT", 120), 1)),
         max_queue=max(_int(env, "OLLAMA_MAX_QUEUE", 512), 0),
         context_length=_int(env, "OLLAMA_CONTEXT_LENGTH", 0) or 4096,
         num_batch=max(_int(env, "HERD_NUM_BATCH", 512), 32),

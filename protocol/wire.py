@@ -176,6 +176,17 @@ class RunnerInfo(Struct, omit_defaults=True):
     device_memory: list[int] = []
 
 
+class Ping(Struct, array_like=True):
+    """Gateway → runner while requests are in flight; a runner that stops answering between
+    engine steps is hung (stuck in native code, say) and is treated as dead."""
+
+    nonce: int
+
+
+class Pong(Struct, array_like=True):
+    nonce: int
+
+
 class Hello(Struct):
     """Gateway → node, once a second: a heartbeat the node answers with NodeInfo."""
 
@@ -250,6 +261,8 @@ class Kind(enum.IntEnum):
     RUNNER_READY = 16
     RUNNER_FAILED = 17
     NODE_INFO = 18
+    PING = 19
+    PONG = 20
 
 
 _TYPES: dict[Kind, type[Struct]] = {
@@ -267,11 +280,13 @@ _TYPES: dict[Kind, type[Struct]] = {
     Kind.RUNNER_READY: RunnerReady,
     Kind.RUNNER_FAILED: RunnerFailed,
     Kind.NODE_INFO: NodeInfo,
+    Kind.PING: Ping,
+    Kind.PONG: Pong,
 }
 _KIND_FRAMES: dict[type[Struct], bytes] = {t: bytes([k]) for k, t in _TYPES.items()}
 
 WireMessage = (Submit | Abort | EngineStep | Embed | Embeddings | Hello | LoadModel | ModelLoaded | LoadFailed
-               | UnloadModel | RunnerExited | RunnerReady | RunnerFailed | NodeInfo)
+               | UnloadModel | RunnerExited | RunnerReady | RunnerFailed | NodeInfo | Ping | Pong)
 
 
 class WireCodec:

@@ -27,6 +27,8 @@ from herd.worker.devices import DeviceInventory, visible_devices
 
 log = logging.getLogger("herd.node")
 
+KILL_AFTER_S = 10.0
+
 
 @dataclass(eq=False)
 class RunnerProcess:
@@ -177,12 +179,20 @@ class WorkerNode:
         if not runner.leases:
             self._terminate(runner)
 
-    @staticmethod
-    def _terminate(runner: RunnerProcess) -> None:
+    def _terminate(self, runner: RunnerProcess) -> None:
         if runner.process is None:
             runner.stop_requested = True
         elif runner.process.returncode is None:
             runner.process.send_signal(signal.SIGTERM)
+            # A runner hung in native code never handles SIGTERM: it gets SIGKILL after a while.
+            loop = asyncio.get_running_loop()
+            loop.call_later(KILL_AFTER_S, self._kill_if_alive, runner.process)
+
+    @staticmethod
+    def _kill_if_alive(process: asyncio.subprocess.Process) -> None:
+        if process.returncode is None:
+            log.warning("runner pid %d ignored SIGTERM: killing it", process.pid)
+            process.kill()
 
     async def _serve_runner_events(self) -> None:
         while True:

@@ -10,13 +10,15 @@ import argparse
 from collections.abc import Mapping
 import os
 import sys
+import time
 import traceback
 
 import llama_cpp as L
 import zmq
 
-from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, RequestOutput,
-                           RunnerFailed, RunnerReady, RunnerSpec, Submit, WireCodec)
+from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, Ping, Pong,
+                                RequestOutput, RunnerFailed, RunnerReady, RunnerSpec, Submit,
+                                WireCodec)
 from herd.worker.templates.jinja import ChatTemplate
 from herd.worker.engine.embedder import Embedder
 from herd.worker.engine.batch import BatchEngine, RequestError
@@ -120,15 +122,19 @@ class Runner:
             context_length=context_length(self.spec, self.model))))
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        next_parent_check = 0.0
         while True:
             busy = engine is not None and engine.has_work
             timeout = 0 if busy else _IDLE_POLL_MS
             while poller.poll(timeout):
                 self._handle(engine, self.sock.recv_multipart(zmq.NOBLOCK))
                 timeout = 0
-            if engine is None or not engine.has_work:
+            now = time.monotonic()
+            if now >= next_parent_check:
+                next_parent_check = now + 1.0
                 if os.getppid() != self.parent:
-                    return 0  # the node is gone: nobody can reach us any more
+                    return 0  # the node is gone (even mid-answer): nobody owns us any more
+            if engine is None or not engine.has_work:
                 continue
             engine.step()
 
@@ -153,7 +159,9 @@ class Runner:
         except Exception:
             traceback.print_exc()
             return
-        if isinstance(message, Embed):
+        if isinstance(message, Ping):
+            self.sock.send_multipart([client, *self.codec.encode(Pong(message.nonce))])
+        elif isinstance(message, Embed):
             self._embed(client, message)
         elif engine is None:
             if isinstance(message, Submit):

@@ -83,7 +83,7 @@ class Loader:
             vram, size = placement.size_vram, placement.size
         loaded = await self._load_on(node, spec)
         return Replica(key=spec.key, group=group, node=node,
-                       client=self.connect_runner(loaded.endpoint),
+                       client=self.connect_runner(loaded.endpoint, self.scheduler.runner_stalled),
                        num_parallel=spec.num_parallel, size=size, size_vram=vram,
                        context_length=loaded.context_length,
                        keep_alive_ns=self.scheduler.settings.keep_alive_ns,

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
 
 from herd.gateway.errors import RunnerError
 from herd.gateway.cluster.request_stream import RequestStream
-from herd.protocol.wire import Abort, Embed, Embeddings, EngineStep, Submit, WireCodec
+from herd.protocol.wire import Abort, Embed, Embeddings, EngineStep, Ping, Submit, WireCodec
 
 log = logging.getLogger("herd.gateway")
 
 
+PING_EVERY_S = 5.0
+
+
 class RunnerClient:
-    def __init__(self, zctx: zmq.asyncio.Context, endpoint: str) -> None:
+    """`stall_s`: a runner with requests in flight that answers nothing (no step, no Pong) for
+    this long is hung; `on_stall` is told, and its requests fail."""
+
+    def __init__(self, zctx: zmq.asyncio.Context, endpoint: str, stall_s: float = 120.0,
+                 on_stall: Callable[[RunnerClient], None] = lambda client: None) -> None:
         self.endpoint = endpoint
+        self.stall_s = stall_s
+        self.on_stall = on_stall
+        self.last_heard = time.monotonic()
         self.codec = WireCodec()
         self.sock = zctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -32,6 +44,7 @@ class RunnerClient:
         self._drain = zmq.Socket.shadow(self.sock.underlying)
         self._reader = asyncio.create_task(self._read())
         self._reader.add_done_callback(_log_if_failed)
+        self._watchdog = asyncio.create_task(self._watch())
 
     async def submit(self, submit: Submit) -> RequestStream:
         stream = RequestStream(submit.req_id)
@@ -61,12 +74,28 @@ class RunnerClient:
                 future.set_exception(RunnerError(message))
 
     async def close(self) -> None:
-        self._reader.cancel()
-        try:
-            await self._reader
-        except asyncio.CancelledError:
-            pass
+        for task in (self._watchdog, self._reader):
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
         self.sock.close()
+
+    async def _watch(self) -> None:
+        nonce = 0
+        while True:
+            await asyncio.sleep(PING_EVERY_S)
+            if not self.streams and not self.embeds:
+                self.last_heard = time.monotonic()  # idle: silence is expected
+                continue
+            if time.monotonic() - self.last_heard > self.stall_s:
+                log.error("runner %s answered nothing for %.0f s with requests in flight: "
+                          "treating it as dead", self.endpoint, self.stall_s)
+                self.on_stall(self)
+                return
+            nonce += 1
+            await self.sock.send_multipart(self.codec.encode(Ping(nonce)))
 
     async def _read(self) -> None:
         sock, drain = self.sock, self._drain
@@ -81,6 +110,7 @@ class RunnerClient:
                     break
 
     def _dispatch(self, frames: list[bytes]) -> None:
+        self.last_heard = time.monotonic()
         if len(frames) != 2:
             return
         try:

@@ -31,9 +31,10 @@ from herd.protocol.wire import RunnerExited, RunnerSpec
 
 log = logging.getLogger("herd.scheduler")
 
-# (endpoint, on_runner_exit, on_restart, on_down) → a NodeClient; endpoint → a RunnerClient
+# (endpoint, on_runner_exit, on_restart, on_down) → a NodeClient;
+# (endpoint, on_stall) → a RunnerClient
 NodeFactory = Callable[..., Any]
-RunnerFactory = Callable[[str], Any]
+RunnerFactory = Callable[[str, Callable[[Any], None]], Any]
 
 
 class Scheduler:
@@ -208,6 +209,13 @@ class Scheduler:
         replica.node.loaded_keys.discard(replica.key)
         self._forget(replica, message)
         self._spawn(replica.client.close())
+
+    def runner_stalled(self, client: Any) -> None:
+        """A runner that stopped answering with requests in flight: its requests fail now, its
+        node kills it, and the next request starts a fresh one."""
+        for replica in [r for r in self.loaded if r.client is client]:
+            self._drop(replica, "model runner stopped answering and was stopped")
+            self._spawn(replica.node.unload(replica.key))
 
     def _on_runner_exit(self, exited: RunnerExited) -> None:
         for replica in self.loaded:

@@ -47,7 +47,8 @@ class FakeCluster:
         self.nodes[endpoint] = node
         return node
 
-    def connect_runner(self, endpoint: str) -> FakeRunner:
+    def connect_runner(self, endpoint: str, on_stall: Callable = lambda client: None
+                       ) -> FakeRunner:
         return self.runners[endpoint]
 
 
