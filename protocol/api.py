@@ -222,6 +222,9 @@ class ModelDetails(Struct):
     families: list[str] | None = None
     parameter_size: str = ""
     quantization_level: str = ""
+    # Only /api/tags fills these (Go's omitempty: absent when unknown).
+    context_length: int | msgspec.UnsetType = msgspec.UNSET
+    embedding_length: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class ListedModel(Struct):
@@ -231,6 +234,15 @@ class ListedModel(Struct):
     size: int
     digest: str
     details: ModelDetails
+    capabilities: list[str] | msgspec.UnsetType = msgspec.UNSET
+
+
+class Tensor(Struct):
+    """One tensor as /api/show lists it: the ggml type's name and the GGUF dimensions."""
+
+    name: str
+    type: str
+    shape: list[int]
 
 
 class TagsResponse(Struct):
@@ -355,3 +367,5 @@ class ShowResponse(Struct, omit_defaults=True):
     system: str | None = None
     license: str | None = None
     messages: list[Message] | None = None
+    projector_info: dict[str, Any] | None = None
+    tensors: list[Tensor] | None = None

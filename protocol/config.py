@@ -14,6 +14,9 @@ import msgspec
 from herd.protocol.durations import DurationError, env_keep_alive_ns, parse_go_duration
 
 DEFAULT_PORT = 11434
+# Imported on first start (HERD_DEFAULT_MODEL; empty skips it): an instruction-tuned model that
+# answers and stops by itself (gateway/store/default_model.py).
+DEFAULT_MODEL = "smollm2:135m"
 log = logging.getLogger("herd")
 
 
@@ -44,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True):
     node_bind: str = ""
     runner_host: str = "127.0.0.1"
     run_dir: str = ""
-    default_model: str = "gemma3:270m"
+    default_model: str = DEFAULT_MODEL
     default_model_file: str = ""  # a GGUF for the default model, instead of the PyPI package
     noprune: bool = False
 
@@ -128,7 +131,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         node_bind=env.get("HERD_NODE_BIND", "").strip(),
         runner_host=env.get("HERD_RUNNER_HOST", "").strip() or "127.0.0.1",
         run_dir=run_dir,
-        default_model=env.get("HERD_DEFAULT_MODEL", "gemma3:270m").strip(),
+        default_model=env.get("HERD_DEFAULT_MODEL", DEFAULT_MODEL).strip(),
         default_model_file=env.get("HERD_DEFAULT_MODEL_FILE", "").strip(),
         noprune=_bool(env, "OLLAMA_NOPRUNE"),
         load_timeout_s=_load_timeout_s(env.get("OLLAMA_LOAD_TIMEOUT", "")),

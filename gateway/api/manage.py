@@ -13,7 +13,9 @@ from herd.protocol.modelfile import render_modelfile, render_parameters
 from herd.protocol.names import InvalidName, parse_name
 from herd.gateway.state import STATE
 from herd.gateway.store.models import format_time, model_name_or_400, run_blocking
-from herd.protocol.api import CopyRequest, DeleteRequest, ShowRequest, ShowResponse, merge_options
+from herd.gateway.store.manifest import PROJECTOR_MEDIA_TYPE
+from herd.protocol.api import (CopyRequest, DeleteRequest, Options, ShowRequest, ShowResponse,
+                               Tensor, merge_options)
 from herd.protocol.templates.builtin import builtin_template
 
 routes = web.RouteTableDef()
@@ -54,8 +56,9 @@ _HIDDEN_KEYS = {"general.name", "tokenizer.chat_template"}
 _ARRAY_LIMIT = 5  # longer arrays (tokenizer vocabularies) only with verbose, like Ollama
 
 
-def model_info(path: str, verbose: bool) -> dict[str, Any]:
-    meta, parameter_count = read_metadata(path, keep_arrays=verbose)
+def model_info(path: str, verbose: bool,
+               tensors: list[Tensor] | None = None) -> dict[str, Any]:
+    meta, parameter_count = read_metadata(path, keep_arrays=verbose, tensors=tensors)
     info: dict[str, Any] = {}
     for key, value in meta.items():
         if key in _HIDDEN_KEYS:
@@ -67,6 +70,10 @@ def model_info(path: str, verbose: bool) -> dict[str, Any]:
         info[key] = value
     info.setdefault("general.parameter_count", parameter_count)
     return info
+
+
+def _has_values(options: Options) -> bool:
+    return any(getattr(options, f) is not None for f in options.__struct_fields__)
 
 
 @routes.post("/api/show")
@@ -81,17 +88,24 @@ async def show(request: web.Request) -> web.Response:
         entry = state.store.resolve(name)
     except ModelNotFound:
         raise ModelNotFound(name.display) from None
-    parameters = merge_options(entry.params, req.options)
-    has_parameters = any(getattr(parameters, f) is not None for f in parameters.__struct_fields__)
+    # As Ollama's GetModelInfo (server/routes.go): `parameters` are the model's own; the
+    # request's options only reach the generated Modelfile.
+    own = entry.params if entry.params is not None and _has_values(entry.params) else None
+    asked = merge_options(entry.params, req.options)
     template = entry.template or entry.gguf_template or builtin_template(entry.config.model_family)
     system = req.system if req.system is not None else entry.system
-    info = await run_blocking(model_info, entry.model_path, req.verbose)
+    tensors: list[Tensor] = []
+    info = await run_blocking(model_info, entry.model_path, req.verbose, tensors)
+    projector = entry.manifest.layer(PROJECTOR_MEDIA_TYPE)
+    projector_info = None if projector is None else await run_blocking(
+        model_info, state.store.blob_path(projector.digest), req.verbose)
     return json_response(ShowResponse(
         modelfile=render_modelfile(
             model_name=name.display, from_line=entry.model_path, template=template, system=system,
-            parameters=parameters if has_parameters else None, adapters=entry.adapters,
+            parameters=asked if _has_values(asked) else None, adapters=entry.adapters,
             licenses=entry.licenses, messages=entry.messages),
-        parameters=render_parameters(parameters) if has_parameters else None,
+        parameters=render_parameters(own) if own is not None else None,
+        tensors=tensors or None, projector_info=projector_info,
         template=template, system=system,
         license="\n".join(entry.licenses) if entry.licenses else None,
         messages=entry.messages or None,

@@ -17,7 +17,9 @@ from herd.gateway.registry.transfers import TRANSFERS
 from herd.protocol.api import (CreateRequest, ErrorBody, PsResponse, RunnerStatus, RunningModel, StatusChunk, TagsResponse,
                           VersionResponse)
 
-VERSION = "0.13.0"
+# The Ollama release whose API Herd follows (ollama/ollama's newest stable tag, v0.32.15):
+# clients such as ollama-python and Open WebUI gate features on it.
+VERSION = "0.32.15"
 
 routes = web.RouteTableDef()
 

@@ -215,15 +215,16 @@ def _think(req: ChatCompletionRequest) -> bool | str | None:
 
 
 def _response_format(value: dict[str, Any] | None) -> str | dict[str, Any]:
-    if not value or value.get("type") == "text":
-        return ""
-    if value.get("type") == "json_object":
+    """As Ollama's openai.FromChatRequest: json_object and json_schema set a format; any other
+    type (text, or one Ollama does not know) leaves the answer free."""
+    kind = str((value or {}).get("type") or "").strip().lower()
+    if kind == "json_object":
         return "json"
-    if value.get("type") == "json_schema":
-        schema = (value.get("json_schema") or {}).get("schema")
+    if kind == "json_schema":
+        schema = ((value or {}).get("json_schema") or {}).get("schema")
         if isinstance(schema, dict):
             return schema
-    raise BadRequest("invalid response_format")
+    return ""
 
 
 @routes.post("/v1/chat/completions")
@@ -234,7 +235,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         think=_think(req), format=_response_format(req.response_format),
         options=_options(req, req.max_completion_tokens or req.max_tokens),
         keep_alive=req.keep_alive, logprobs=req.logprobs,
-        top_logprobs=min(max(req.top_logprobs, 0), 20))
+        top_logprobs=req.top_logprobs)
     framing = SseChatFraming(req.model, bool(req.stream_options and req.stream_options.include_usage))
     return await chat(request, request.app[STATE], call, framing)
 
@@ -242,7 +243,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 @routes.post("/v1/completions")
 async def completions(request: web.Request) -> web.StreamResponse:
     req = await decode_body(request, CompletionRequest)
-    top = min(max(req.logprobs or 0, 0), 20)
+    top = max(req.logprobs or 0, 0)  # Ollama: logprobs N > 0 is top_logprobs N, checked 0-20
     call = GenerateCall(
         model=req.model, prompt=req.prompt, stream=req.stream, suffix=req.suffix or "",
         options=_options(req, req.max_tokens), keep_alive=req.keep_alive,
@@ -274,7 +275,8 @@ async def embeddings(request: web.Request) -> web.Response:
 
 
 def _card(entry: ModelEntry, shown: str) -> ModelCard:
-    return ModelCard(shown, int(entry.modified_at), entry.name.namespace)
+    return ModelCard(shown, int(entry.modified_at), entry.name.namespace,
+                     context_length=entry.context_length or msgspec.UNSET)
 
 
 @routes.get("/v1/models")

@@ -1,5 +1,5 @@
 """POST /v1/responses: OpenAI's Responses API translated onto the native chat machinery,
-stateless as newest Ollama serves it (nothing is stored, so `previous_response_id` is refused).
+stateless as newest Ollama serves it (nothing is stored, so `previous_response_id` is ignored).
 
 Input items become native messages, flat function tools become native tools, and the request
 runs through the same `generate()` as /api/chat, /v1/chat/completions and /v1/messages;
@@ -299,9 +299,8 @@ class ResponsesFraming:
 @routes.post("/v1/responses")
 async def responses(request: web.Request) -> web.StreamResponse:
     req = await decode_body(request, ResponsesRequest)
-    if req.previous_response_id or req.conversation is not None:
-        raise BadRequest("previous_response_id and conversation are not supported: Herd's "
-                         "/v1/responses is stateless, send the whole conversation in 'input'")
+    # previous_response_id and conversation are ignored, as Ollama's openai/responses.go
+    # does: nothing is stored, so the client's `input` is the whole conversation.
     messages = native_messages(req)
     if req.model and not any(m.role != "system" for m in messages):
         raise BadRequest("input is required")

@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from herd.gateway.errors import BadRequest
+from herd.gateway.http.nulls import decode_request
 
 T = TypeVar("T")
 
@@ -20,7 +21,7 @@ async def decode_body(request: web.Request, type_: type[T]) -> T:
     body = await request.read()
     if not body.strip():
         raise BadRequest("missing request body")
-    return msgspec.json.decode(body, type=type_)
+    return decode_request(body, type_)
 
 
 def utc_now() -> str:

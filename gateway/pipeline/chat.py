@@ -17,7 +17,7 @@ from herd.gateway.pipeline.images import check_images
 from herd.gateway.pipeline.relay import Framing, load_only, relay, render_only
 from herd.gateway.pipeline.validate import (check_top_logprobs, format_text, request_keep_alive,
                                             require_completion, resolve_model, sampling_params,
-                                            think_setting)
+                                            think_setting, unload_requested)
 from herd.gateway.state import GatewayState
 from herd.gateway.store.models import ModelEntry, model_name_or_400
 from herd.protocol.api import KeepAlive, Message, Options, Tool, merge_options
@@ -52,6 +52,11 @@ class ChatCall:
     think_if_capable: bool = False
 
 
+async def load_answer(on_load: LoadAnswer, reason: str) -> web.StreamResponse:
+    answer = on_load(reason)
+    return answer if isinstance(answer, web.StreamResponse) else await answer
+
+
 def _think(call: ChatCall, entry: ModelEntry) -> str:
     think = call.think
     if call.think_if_capable and think and "thinking" not in entry.capabilities:
@@ -62,8 +67,12 @@ def _think(call: ChatCall, entry: ModelEntry) -> str:
 async def chat(request: web.Request, state: GatewayState, call: ChatCall, framing: Framing,
                on_load: LoadAnswer | None = None,
                on_render: RenderAnswer | None = None) -> web.StreamResponse:
-    entry = resolve_model(state, call.model)
     check_top_logprobs(call.top_logprobs)
+    entry = resolve_model(state, call.model)
+    if not call.messages and on_load is not None and unload_requested(call.keep_alive,
+                                                                       state.settings):
+        await state.scheduler.unload_model(entry)
+        return await load_answer(on_load, "unload")
     require_completion(entry, call.model, "chat")
     require_tools(entry, model_name_or_400(call.model), call.tools)
     think = _think(call, entry)
@@ -73,8 +82,7 @@ async def chat(request: web.Request, state: GatewayState, call: ChatCall, framin
     spec = runner_spec(entry, options, state.settings)
     if not call.messages and on_load is not None:
         await load_only(state, entry, spec, keep_alive)
-        answer = on_load("unload" if keep_alive == 0 else "load")
-        return answer if isinstance(answer, web.StreamResponse) else await answer
+        return await load_answer(on_load, "unload" if keep_alive == 0 else "load")
     if call.strict_roles:
         check_roles(call.messages)
     for message in call.messages:

@@ -62,21 +62,26 @@ def chat_submit(req_id: int, entry: ModelEntry, sampling: SamplingParams,
                 **fields: Any) -> Submit:
     """A chat request for the runner, the same for every API that speaks chat: the turns under
     the model's template, its tools, and the thinking split when the model thinks."""
-    return Submit(req_id, sampling, messages=chat_turns(messages, entry.system),
+    return Submit(req_id, sampling, messages=chat_turns(messages, entry.system, entry.messages),
                   template=entry.template or "", think=think,
                   split_thinking="thinking" in entry.capabilities, tools=tools_text(tools),
                   **fields)
 
 
-def chat_turns(messages: list[Message], system: str | None) -> list[ChatTurn]:
-    """The turns to template: the model's SYSTEM first unless the request brings its own."""
+def chat_turns(messages: list[Message], system: str | None,
+               layered: list[Message] | None = None) -> list[ChatTurn]:
+    """The turns to template, as Ollama's ChatHandler builds them (server/routes.go): the
+    model's MESSAGE layers before the request's, and the model's SYSTEM first unless the
+    request's own first message is a system one. Assistant `thinking` travels too, for
+    templates that replay it."""
     turns: list[ChatTurn] = []
-    for message in messages:
+    for message in (*(layered or ()), *messages):
         turns.append(ChatTurn(message.role.lower(), message.content,
                               tool_calls=_template_calls(message.tool_calls)
                               if message.tool_calls else "",
                               tool_name=message.tool_name or "",
-                              tool_call_id=message.tool_call_id or ""))
-    if system and (not turns or turns[0].role != "system"):
+                              tool_call_id=message.tool_call_id or "",
+                              thinking=message.thinking or ""))
+    if system and (not messages or messages[0].role.lower() != "system"):
         turns.insert(0, ChatTurn("system", system))
     return turns

@@ -11,12 +11,13 @@ from aiohttp import web
 
 from herd.gateway.cluster.spec import runner_spec
 from herd.gateway.errors import BadRequest
-from herd.gateway.pipeline.chat import LoadAnswer, RenderAnswer
+from herd.gateway.pipeline.chat import LoadAnswer, RenderAnswer, load_answer
+from herd.gateway.pipeline.chat_messages import chat_turns
 from herd.gateway.pipeline.images import check_images
 from herd.gateway.pipeline.relay import Framing, load_only, relay, render_only
 from herd.gateway.pipeline.validate import (check_top_logprobs, format_text, request_keep_alive,
                                             require_completion, resolve_model, sampling_params,
-                                            think_setting)
+                                            think_setting, unload_requested)
 from herd.gateway.state import GatewayState
 from herd.gateway.store.models import model_name_or_400
 from herd.protocol.api import KeepAlive, Options, merge_options
@@ -53,11 +54,15 @@ class GenerateCall:
 async def generate(request: web.Request, state: GatewayState, call: GenerateCall,
                    framing: Framing, on_load: LoadAnswer | None = None,
                    on_render: RenderAnswer | None = None) -> web.StreamResponse:
+    check_top_logprobs(call.top_logprobs)
     entry = resolve_model(state, call.model, call.missing_model)
+    if not call.prompt and on_load is not None and unload_requested(call.keep_alive,
+                                                                     state.settings):
+        await state.scheduler.unload_model(entry)
+        return await load_answer(on_load, "unload")
     require_completion(entry, call.model, "generate")
     if call.raw and (call.template or call.system or call.context):
         raise BadRequest("raw mode does not support template, system, or context")
-    check_top_logprobs(call.top_logprobs)
     if call.suffix and "insert" not in entry.capabilities:
         raise BadRequest(f"{model_name_or_400(call.model).full} does not support insert")
     check_images(call.images, entry)
@@ -68,8 +73,7 @@ async def generate(request: web.Request, state: GatewayState, call: GenerateCall
     spec = runner_spec(entry, options, state.settings)
     if not call.prompt and not call.images and on_load is not None:
         await load_only(state, entry, spec, keep_alive)
-        answer = on_load("unload" if keep_alive == 0 else "load")
-        return answer if isinstance(answer, web.StreamResponse) else await answer
+        return await load_answer(on_load, "unload" if keep_alive == 0 else "load")
 
     submit = Submit(next(state.request_ids), sampling, context=call.context or [],
                     truncate=call.truncate, shift=call.shift,
@@ -78,8 +82,11 @@ async def generate(request: web.Request, state: GatewayState, call: GenerateCall
     if call.raw:
         submit.raw_prompt = call.prompt
     else:
-        system = call.system if call.system is not None else entry.system
-        submit.messages = ([ChatTurn("system", system)] if system else []) + [
+        # As Ollama's GenerateHandler: an empty system is no system, so the model's SYSTEM
+        # applies; the model's MESSAGE layers follow it unless the prompt continues a context.
+        system = call.system or entry.system
+        submit.messages = ([ChatTurn("system", system)] if system else []) + (
+            chat_turns(entry.messages, None) if call.context is None else []) + [
             ChatTurn("user", call.prompt)]
         submit.return_context = call.return_context
         # Go or Jinja; "" leaves the runner the GGUF's own or the family's built-in one

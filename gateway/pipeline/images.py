@@ -1,5 +1,5 @@
 """Images on /api/generate and /api/chat: checked as Ollama's decoder would, and refused with a
-clear 400 for models that cannot see (Herd runs no vision projector yet)."""
+clear 400 for every model until Herd runs vision projectors: never dropped silently."""
 
 from __future__ import annotations
 
@@ -51,3 +51,6 @@ def check_images(images: list[str] | None, entry: ModelEntry) -> None:
             raise BadRequest(f"illegal base64 data at input byte {offset}")
     if "vision" not in entry.capabilities:
         raise BadRequest("this model is missing data required for image input")
+    # A vision model's images would reach a text-only runner and be dropped without a word.
+    raise BadRequest("image input is not supported yet: Herd does not run vision models' "
+                     "projectors, so images cannot be sent to this model")

@@ -51,6 +51,13 @@ def sampling_params(options: Options, format: str = "") -> SamplingParams:
     return SamplingParams(**values)
 
 
+def unload_requested(keep_alive: float | str | None, settings: Settings) -> bool:
+    """An explicit keep_alive of 0 with nothing to generate: Ollama expires the runner before
+    any capability check (server/routes.go, "expire the runner"), so an embedding model can
+    be stopped through /api/generate and /api/chat too."""
+    return keep_alive is not None and request_keep_alive(keep_alive, settings) == 0
+
+
 def request_keep_alive(value: float | str | None, settings: Settings) -> int:
     try:
         return keep_alive_ns(value, settings.keep_alive_ns)
@@ -59,14 +66,16 @@ def request_keep_alive(value: float | str | None, settings: Settings) -> int:
 
 
 def think_setting(think: bool | str | None, model_name: str, entry: ModelEntry) -> str:
-    """The request's `think` for the runner: "" when absent, "true"/"false", or a level."""
+    """The request's `think` for the runner: "true"/"false", a level, or "" for a model that
+    cannot think and was not asked to. Absent on a thinking model means think: Ollama's
+    handlers set `req.Think = true` for it before templating (server/routes.go)."""
     if isinstance(think, str) and think not in ("high", "medium", "low", "max"):
         raise BadRequest(f'invalid think value: "{think}" (must be "high", "medium", "low", '
                          '"max", true, or false)')
     if think and "thinking" not in entry.capabilities:
         raise BadRequest(f'"{model_name}" does not support thinking')
     if think is None:
-        return ""
+        return "true" if "thinking" in entry.capabilities else ""
     if isinstance(think, bool):
         return "true" if think else "false"
     return think

@@ -59,9 +59,13 @@ class CreateJob:
             model_layer = self._model_from_files(req.files)
         elif req.from_:
             base = self._resolve_base(req.from_)
-            model_layer = base.manifest.layer(MODEL_MEDIA_TYPE)
-            assert model_layer is not None
-            inherited = [layer for layer in base.manifest.layers if layer is not model_layer]
+            # Layers taken from a model name it in `from`, as Ollama's parseFromModel does
+            # (server/model.go): the model layer's is /api/show's details.parent_model.
+            layers_from = [msgspec.structs.replace(layer, from_=base.name.display)
+                           for layer in base.manifest.layers]
+            model_layer = next(layer for layer in layers_from
+                               if layer.mediaType == MODEL_MEDIA_TYPE)
+            inherited = [layer for layer in layers_from if layer is not model_layer]
             base_params = base.params
         else:
             raise BadRequest("neither 'from' or 'files' was specified")

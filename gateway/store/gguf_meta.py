@@ -9,6 +9,8 @@ from typing import Any
 import gguf
 from msgspec import Struct
 
+from herd.protocol.api import Tensor
+
 GGUF_MAGIC = b"GGUF"
 
 
@@ -22,6 +24,7 @@ class GGUFSummary(Struct):
     parameter_count: int
     context_length: int
     pooling: bool
+    embedding_length: int = 0
     chat_template: str = ""
     vision: bool = False
 
@@ -83,9 +86,17 @@ class _SkippedArray(int):
     """The length of an array that was too long to keep."""
 
 
-def read_metadata(path: str, keep_arrays: bool = False) -> tuple[dict[str, Any], int]:
+def _type_name(ggml_type: int) -> str:
+    try:
+        return gguf.GGMLQuantizationType(ggml_type).name
+    except ValueError:
+        return str(ggml_type)
+
+
+def read_metadata(path: str, keep_arrays: bool = False,
+                  tensors: list[Tensor] | None = None) -> tuple[dict[str, Any], int]:
     """GGUF key/values (long arrays replaced by their length unless keep_arrays) and the total
-    parameter count."""
+    parameter count; `tensors`, when given, receives every tensor's name, type and shape."""
     with open(path, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise NotGGUF("supplied file was not in GGUF format")
@@ -103,9 +114,14 @@ def read_metadata(path: str, keep_arrays: bool = False) -> tuple[dict[str, Any],
                     meta[key] = cur.value(cur.unpack("<I"))
                 params = 0
                 for _ in range(n_tensors):
-                    cur.string()
+                    tensor_name = cur.string()
                     dims = [cur.unpack("<Q") for _ in range(cur.unpack("<I"))]
-                    cur.pos += 4 + 8  # type, offset
+                    if tensors is not None:
+                        tensors.append(Tensor(tensor_name, _type_name(cur.unpack("<I")),
+                                                  dims))
+                        cur.pos += 8  # offset
+                    else:
+                        cur.pos += 4 + 8  # type, offset
                     count = 1
                     for d in dims:
                         count *= d
@@ -132,6 +148,7 @@ def read_summary(path: str) -> GGUFSummary:
     arch = str(meta.get("general.architecture", ""))
     declared = meta.get("general.parameter_count")
     ctx = meta.get(f"{arch}.context_length")
+    embd = meta.get(f"{arch}.embedding_length")
     file_type = meta.get("general.file_type")
     return GGUFSummary(
         architecture=arch,
@@ -139,6 +156,7 @@ def read_summary(path: str) -> GGUFSummary:
         parameter_count=declared if isinstance(declared, int) and declared > 0 else params,
         context_length=int(ctx) if isinstance(ctx, int) else 0,
         pooling=f"{arch}.pooling_type" in meta,
+        embedding_length=int(embd) if isinstance(embd, int) else 0,
         chat_template=str(meta.get("tokenizer.chat_template", "")),
         vision=any(key.endswith("vision.block_count") for key in meta),
     )

@@ -52,13 +52,26 @@ class ModelEntry(Struct):
     licenses: list[str]
     messages: list[Message]
     adapters: list[str]  # blob paths of LoRA adapters
+    embedding_length: int = 0  # from the GGUF; 0 when unknown
+    parent_model: str = ""  # the model layer's `from`: the model this one was created from
 
     @property
     def details(self) -> ModelDetails:
-        return ModelDetails(format=self.config.model_format, family=self.config.model_family,
+        return ModelDetails(parent_model=self.parent_model, format=self.config.model_format,
+                            family=self.config.model_family,
                             families=self.config.model_families,
                             parameter_size=self.config.model_type,
                             quantization_level=self.config.file_type)
+
+    @property
+    def listed_details(self) -> ModelDetails:
+        """/api/tags' details also carry the lengths, as Ollama's model list does."""
+        details = self.details
+        if self.context_length:
+            details.context_length = self.context_length
+        if self.embedding_length:
+            details.embedding_length = self.embedding_length
+        return details
 
 
 def format_time(ts: float) -> str:
@@ -263,7 +276,9 @@ class ModelStore(BlobStore):
             context_length=summary.context_length if summary else 0,
             capabilities=derive_capabilities(summary, template, manifest),
             gguf_template=summary.chat_template if summary else "",
-            licenses=licenses, messages=messages, adapters=adapters)
+            licenses=licenses, messages=messages, adapters=adapters,
+            embedding_length=summary.embedding_length if summary else 0,
+            parent_model=model_layer.from_ or "")
 
     def entries(self) -> list[ModelEntry]:
         """Every complete model in the store, newest first."""
@@ -281,7 +296,8 @@ class ModelStore(BlobStore):
     def list_models(self) -> list[ListedModel]:
         return [ListedModel(name=e.name.display, model=e.name.display,
                             modified_at=format_time(e.modified_at), size=e.size,
-                            digest=e.manifest_digest, details=e.details)
+                            digest=e.manifest_digest, details=e.listed_details,
+                            capabilities=e.capabilities)
                 for e in self.entries()]
 
     # -- create ----------------------------------------------------------------------------

@@ -64,7 +64,9 @@ class OllamaTemplate:
     def render(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
                think: bool | str | None = None) -> str:
         system, collated = collate(messages)
-        think_values = {"Think": bool(think), "ThinkLevel": think if isinstance(think, str) else "",
+        # think: true is level "medium" to a template, as Ollama's ThinkValue.String() says.
+        level = think if isinstance(think, str) else "medium" if think else ""
+        think_values = {"Think": bool(think), "ThinkLevel": level,
                         "IsThinkSet": think is not None}
         if self.uses_messages:
             return self.template.render({

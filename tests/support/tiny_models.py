@@ -9,7 +9,7 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
-from gguf import GGUFWriter, LlamaFileType, TokenType
+from gguf import GGUFWriter, LlamaFileType, PoolingType, TokenType
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -135,6 +135,7 @@ def write_tiny_llama(
     head_count: int = 4,
     name: str = "tiny-llama",
     file_type_f32: bool = True,
+    pooling_type: int | None = None,
 ) -> pathlib.Path:
     """Write a random-weight llama GGUF to ``path`` and return the path.
 
@@ -184,6 +185,8 @@ def write_tiny_llama(
     writer.add_add_space_prefix(True)
     if chat_template is not None:
         writer.add_chat_template(chat_template)
+    if pooling_type is not None:  # an embedding model (capability "embedding")
+        writer.add_pooling_type(PoolingType(pooling_type))
 
     token_embd = _matrix(rng, n_vocab, embedding_length)
     token_embd[:, _BIAS_DIM] = _BIAS_EMBED

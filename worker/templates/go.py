@@ -14,7 +14,8 @@ from herd.worker.templates.jinja import ChatTemplate, TemplateError
 def _message(turn: ChatTurn) -> dict[str, Any]:
     return {"role": turn.role, "content": turn.content,
             "tool_calls": json.loads(turn.tool_calls) if turn.tool_calls else [],
-            "tool_name": turn.tool_name, "tool_call_id": turn.tool_call_id}
+            "tool_name": turn.tool_name, "tool_call_id": turn.tool_call_id,
+            "thinking": turn.thinking}
 
 
 class GoChatTemplate:

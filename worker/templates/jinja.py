@@ -43,6 +43,10 @@ def _message(turn: ChatTurn) -> dict[str, Any]:
         message["tool_name"] = turn.tool_name
     if turn.tool_call_id:
         message["tool_call_id"] = turn.tool_call_id
+    if turn.thinking:
+        # Qwen3 and DeepSeek templates replay `reasoning_content`; others read `thinking`.
+        message["reasoning_content"] = turn.thinking
+        message["thinking"] = turn.thinking
     return message
 
 

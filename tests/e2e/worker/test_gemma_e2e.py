@@ -1,4 +1,4 @@
-"""End to end on the real default model, gemma3:270m, imported from its PyPI package."""
+"""End to end on the real gemma3:270m (the optional base model), imported from its PyPI package."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ def test_summary_of_an_f32_llama(tiny_f32: pathlib.Path) -> None:
         parameter_count=tensor_elements(tiny_f32),
         context_length=1024,
         pooling=False,
+        embedding_length=64,
         chat_template=CHATML_TEMPLATE,
         vision=False,
     )

@@ -99,7 +99,8 @@ def test_tags_lists_models_with_details(server) -> None:
     assert tiny["size"] > 100_000
     assert tiny["details"] == {"parent_model": "", "format": "gguf", "family": "llama",
                                "families": ["llama"], "parameter_size": tiny["details"]["parameter_size"],
-                               "quantization_level": "F32"}
+                               "quantization_level": "F32", "context_length": 2048,
+                               "embedding_length": 64}
     assert tiny["details"]["parameter_size"].endswith("K")
     assert httpx.head(server.url + "/api/tags").status_code == 200
     listed = server.client().list()

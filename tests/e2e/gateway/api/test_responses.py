@@ -281,8 +281,6 @@ def test_reasoning_items(models) -> None:
 def test_errors_use_openais_envelope(models) -> None:
     assert error_of(post(models, model="ghost", input="hi")) == (
         404, "not_found_error", "model 'ghost' not found")
-    status, kind, message = error_of(post(models, input="hi", previous_response_id="resp_1"))
-    assert (status, kind) == (400, "invalid_request_error") and "stateless" in message
     image = {"type": "input_image", "image_url": "data:image/png;base64,aGVsbG8="}
     status, _, message = error_of(post(models, input=[{"role": "user", "content": [image]}]))
     assert status == 400 and message.startswith("input_image is not supported")
@@ -351,8 +349,6 @@ def test_sdk_errors(oai: openai.OpenAI) -> None:
     assert info.value.status_code == 404
     with pytest.raises(openai.BadRequestError):
         oai.responses.create(model="tiny", input="hi", tools=[WEATHER])
-    with pytest.raises(openai.BadRequestError):
-        oai.responses.create(model="tiny", input="hi", previous_response_id="resp_123")
     with pytest.raises(openai.NotFoundError):
         with oai.responses.stream(model="ghost", input="hi") as stream:
             stream.get_final_response()
