@@ -50,7 +50,7 @@ class ModelGroup:
     waiting: int = 0  # requests waiting for a load or a slot
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     first_load: asyncio.Task[Any] | None = None
-    extra_load: asyncio.Task[Any] | None = None
+    extra_loads: set[asyncio.Task[Any]] = field(default_factory=set)  # replicas starting
     no_room_until: float = 0.0  # a replica found no room: do not look again before this
 
     def pick(self, affinity: Signature) -> Replica | None:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -35,36 +36,44 @@ class Loader:
         self.dead_endpoints: set[str] = set()
         self._lock = asyncio.Lock()  # one load at a time: each sees the last one's memory
         self._estimates: dict[str, MemoryEstimate] = {}
+        self._starting: set[str] = set()  # runner keys this gateway is starting now
 
     def may_add_replica(self, group: ModelGroup) -> bool:
+        """Another replica while more requests wait than the replicas already starting will
+        take, room permitting (HERD_MAX_REPLICAS caps them)."""
         settings = self.scheduler.settings
-        if group.extra_load is not None and not group.extra_load.done():
-            return False
+        starting = len(group.extra_loads)
         if time.monotonic() < group.no_room_until:
             return False
-        return not settings.max_replicas or len(group.replicas) < settings.max_replicas
+        if group.waiting <= starting * group.spec.num_parallel:
+            return False
+        total = len(group.replicas) + starting
+        return not settings.max_replicas or total < settings.max_replicas
 
     async def load(self, group: ModelGroup, first: bool) -> Replica | None:
         sched = self.scheduler
         name = group.entry.name.display
-        async with self._lock:
-            if first and group.replicas:
-                return group.replicas[0]
-            try:
-                replica = await self._load(group, first)
-            except Exception:
-                sched.load_results[name, "failure"] += 1
-                raise
-            if replica is None:
+        try:
+            # Placement one at a time, so each sees the memory of the last; runners then
+            # start side by side.
+            async with self._lock:
+                if first and group.replicas:
+                    return group.replicas[0]
+                started = await self._start(group, first)
+            if started is None:
                 group.no_room_until = time.monotonic() + NO_ROOM_RETRY_S
                 return None
-            sched.load_results[name, "success"] += 1
-            sched.add(replica)
-            log.info("loaded %s on %s %s (replica %d)", name, replica.node.endpoint,
-                     ",".join(replica.devices), len(group.replicas))
-            return replica
+            replica = await started
+        except Exception:
+            sched.load_results[name, "failure"] += 1
+            raise
+        sched.load_results[name, "success"] += 1
+        sched.add(replica)
+        log.info("loaded %s on %s %s (replica %d)", name, replica.node.endpoint,
+                 ",".join(replica.devices), len(group.replicas))
+        return replica
 
-    async def _load(self, group: ModelGroup, first: bool) -> Replica | None:
+    async def _start(self, group: ModelGroup, first: bool) -> Awaitable[Replica] | None:
         est = await self._estimate(group)
         nodes = await self._reachable_nodes()
         adopted = await self._adoptable(group, nodes)
@@ -81,14 +90,24 @@ class Loader:
             node, placement = found
             spec = placed_spec(group.spec, group.model_key, placement)
             vram, size = placement.size_vram, placement.size
-        loaded = await self._load_on(node, spec)
-        return Replica(key=spec.key, group=group, node=node,
-                       client=self.connect_runner(loaded.endpoint, self.scheduler.runner_stalled),
-                       num_parallel=spec.num_parallel, size=size, size_vram=vram,
-                       context_length=loaded.context_length,
-                       keep_alive_ns=self.scheduler.settings.keep_alive_ns,
-                       devices=list(spec.devices), device_memory=list(spec.device_memory),
-                       last_used=time.monotonic())
+        ready = await self._request_load(node, spec)
+        self._starting.add(spec.key)
+
+        async def replica() -> Replica:
+            try:
+                loaded = await ready()
+            finally:
+                self._starting.discard(spec.key)
+            return Replica(key=spec.key, group=group, node=node,
+                           client=self.connect_runner(loaded.endpoint,
+                                                      self.scheduler.runner_stalled),
+                           num_parallel=spec.num_parallel, size=size, size_vram=vram,
+                           context_length=loaded.context_length,
+                           keep_alive_ns=self.scheduler.settings.keep_alive_ns,
+                           devices=list(spec.devices), device_memory=list(spec.device_memory),
+                           last_used=time.monotonic())
+
+        return replica()
 
     async def _estimate(self, group: ModelGroup) -> MemoryEstimate:
         cached = self._estimates.get(group.model_key)
@@ -100,7 +119,7 @@ class Loader:
     async def _adoptable(self, group: ModelGroup, nodes: list[Any]
                          ) -> tuple[Any, RunnerInfo] | None:
         """A runner of this model another gateway started, that this one does not use yet."""
-        held = {r.key for r in group.replicas}
+        held = {r.key for r in group.replicas} | self._starting
         for node in nodes:
             info = await node.refresh()
             for runner in info.runners:
@@ -179,20 +198,28 @@ class Loader:
             else:
                 await self.scheduler.wait_for_release()
 
-    async def _load_on(self, node: Any, spec: RunnerSpec) -> ModelLoaded:
+    async def _request_load(self, node: Any, spec: RunnerSpec
+                            ) -> Callable[[], Awaitable[ModelLoaded]]:
         timeout = self.scheduler.settings.load_timeout_s
-        for _ in range(50):
-            try:
-                loaded = await node.load(spec, timeout)
-            except asyncio.TimeoutError:
-                await node.unload(spec.key)
-                raise RunnerError("timed out waiting for the model runner to start") from None
-            # A node that has not yet reaped a runner we saw die may offer it again: wait
-            # until it knows, then it starts a fresh one.
-            if loaded.endpoint not in self.dead_endpoints:
-                return loaded
-            await asyncio.sleep(0.1)
-        raise RunnerError("the worker node keeps offering a runner that has stopped")
+        pending = await node.request_load(spec, timeout)
+
+        async def ready() -> ModelLoaded:
+            waiting = pending
+            for _ in range(50):
+                try:
+                    loaded = await waiting
+                except asyncio.TimeoutError:
+                    await node.unload(spec.key)
+                    raise RunnerError("timed out waiting for the model runner to start") from None
+                # A node that has not yet reaped a runner we saw die may offer it again: wait
+                # until it knows, then it starts a fresh one.
+                if loaded.endpoint not in self.dead_endpoints:
+                    return loaded
+                await asyncio.sleep(0.1)
+                waiting = await node.request_load(spec, timeout)
+            raise RunnerError("the worker node keeps offering a runner that has stopped")
+
+        return ready
 
     async def _reachable_nodes(self, patience_s: float = 10.0) -> list[Any]:
         """Nodes that are up; a node being restarted gets a few seconds to come back."""

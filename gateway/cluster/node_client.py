@@ -13,7 +13,7 @@ import itertools
 import math
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import zmq
 import zmq.asyncio
@@ -77,17 +77,30 @@ class NodeClient:
             if future in self._fresh:
                 self._fresh.remove(future)
 
-    async def load(self, spec: RunnerSpec, timeout: float) -> ModelLoaded:
+    async def request_load(self, spec: RunnerSpec, timeout: float) -> Awaitable[ModelLoaded]:
+        """Sends the load and returns what to await for the runner. Once this returns, the
+        node counts the runner's memory: later placements see it while it starts."""
         request_id = next(self._ids)
         future: asyncio.Future[ModelLoaded] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
             await self.sock.send_multipart(self.codec.encode(LoadModel(request_id, spec)))
-            loaded = await asyncio.wait_for(future, None if math.isinf(timeout) else timeout)
-        finally:
+        except BaseException:
             self._pending.pop(request_id, None)
-        self.loaded_keys.add(spec.key)
-        return loaded
+            raise
+
+        async def ready() -> ModelLoaded:
+            try:
+                loaded = await asyncio.wait_for(future, None if math.isinf(timeout) else timeout)
+            finally:
+                self._pending.pop(request_id, None)
+            self.loaded_keys.add(spec.key)
+            return loaded
+
+        return ready()
+
+    async def load(self, spec: RunnerSpec, timeout: float) -> ModelLoaded:
+        return await (await self.request_load(spec, timeout))
 
     async def unload(self, key: str) -> None:
         self.loaded_keys.discard(key)

@@ -109,7 +109,9 @@ class Scheduler:
                 if not group.replicas and group.first_load is None:
                     group.first_load = self._spawn(self.loader.load(group, first=True))
                 elif group.replicas and self.loader.may_add_replica(group):
-                    group.extra_load = self._spawn(self.loader.load(group, first=False))
+                    task = self._spawn(self.loader.load(group, first=False))
+                    group.extra_loads.add(task)
+                    task.add_done_callback(group.extra_loads.discard)
                 load = group.first_load
                 changed = asyncio.ensure_future(group.changed.wait())
                 waits = {changed} | ({load} if load is not None else set())

@@ -37,6 +37,7 @@ class FakeCluster:
     devices: dict[str, list[DeviceInfo]]
     script: Script = echo_script
     step_s: float = 0.0  # time per engine step (0: as fast as the event loop runs)
+    load_bytes_per_s: float = 0.0  # a load reads the weights at this rate (0: instant)
     nodes: dict[str, FakeNode] = field(default_factory=dict)
     runners: dict[str, FakeRunner] = field(default_factory=dict)
     loads: list[RunnerSpec] = field(default_factory=list)
@@ -86,15 +87,26 @@ class FakeNode:
     async def refresh(self, timeout: float = 2.0) -> NodeInfo:
         return self.info
 
-    async def load(self, spec: RunnerSpec, timeout: float) -> ModelLoaded:
+    async def request_load(self, spec: RunnerSpec, timeout: float):
         endpoint = f"fake://{self.endpoint}/{spec.key}"
+        delay = 0.0
         if spec.key not in self.held:
+            if self.cluster.load_bytes_per_s:
+                delay = sum(spec.device_memory) / self.cluster.load_bytes_per_s
             self.cluster.loads.append(spec)
             self.held[spec.key] = RunnerInfo(spec.key, spec.model_key, endpoint, spec.devices,
                                              spec.device_memory)
             self.cluster.runners[endpoint] = FakeRunner(self.cluster, endpoint, spec.num_parallel)
-        self.loaded_keys.add(spec.key)
-        return ModelLoaded(0, spec.key, endpoint, sum(spec.device_memory), 0, spec.num_ctx)
+
+        async def ready() -> ModelLoaded:
+            await asyncio.sleep(delay)
+            self.loaded_keys.add(spec.key)
+            return ModelLoaded(0, spec.key, endpoint, sum(spec.device_memory), 0, spec.num_ctx)
+
+        return ready()
+
+    async def load(self, spec: RunnerSpec, timeout: float) -> ModelLoaded:
+        return await (await self.request_load(spec, timeout))
 
     async def unload(self, key: str) -> None:
         self.loaded_keys.discard(key)
