@@ -216,5 +216,7 @@ class ErrorEnvelope(Struct):
 
 
 def error_envelope(message: str, status: int) -> ErrorEnvelope:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    # OpenAI answers a bad key with invalid_request_error too (its SDK keys off the status).
+    kind = {400: "invalid_request_error", 401: "invalid_request_error",
+            404: "not_found_error"}.get(status, "api_error")
     return ErrorEnvelope(ErrorDetail(message, kind))
