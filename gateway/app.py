@@ -8,7 +8,7 @@ import zmq.asyncio
 from aiohttp import web
 
 from herd.gateway.api import (anthropic, embed, health, manage, models, native, openai,
-                              registry, responses)
+                              registry, rerank, responses, tokens)
 from herd.gateway.http import metrics
 from herd.gateway.http.auth import auth_middleware
 from herd.gateway.http.cors import add_cors_headers, cors_middleware
@@ -47,6 +47,8 @@ def create_app(settings: Settings, node_endpoints: Sequence[str], *,
     app.add_routes(registry.routes)
     app.add_routes(metrics.routes)
     app.add_routes(health.routes)
+    app.add_routes(tokens.routes)
+    app.add_routes(rerank.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         zctx = zmq.asyncio.Context()
