@@ -49,6 +49,7 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     stop: str | list[str] | None = None
     response_format: dict[str, Any] | None = None
     tools: list[Tool] | None = None
+    tool_choice: Any = None  # "none" | "auto" | "required" | {"type": "function", "function": {"name"}}
     logprobs: bool = False
     top_logprobs: int = 0
     reasoning_effort: str | None = None
