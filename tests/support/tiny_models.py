@@ -78,8 +78,9 @@ _OUTPUT_STD = 0.12
 _WEIGHT_STD = 0.02
 
 
-def build_vocab() -> tuple[list[str], list[float], list[int], set[int]]:
-    """Return (tokens, scores, token_types, emittable_ids) for the tiny vocab."""
+def build_vocab(extra: tuple[str, ...] = ()) -> tuple[list[str], list[float], list[int], set[int]]:
+    """Return (tokens, scores, token_types, emittable_ids) for the tiny vocab; `extra` pieces
+    are appended as emittable normal tokens."""
     tokens: list[str] = []
     types: list[int] = []
     index: dict[str, int] = {}
@@ -114,6 +115,8 @@ def build_vocab() -> tuple[list[str], list[float], list[int], set[int]]:
         for end in range(2, len(piece) + 1):
             add(piece[:end], TokenType.NORMAL)
         emittable.add(index[piece])
+    for piece in extra:
+        emittable.add(add(piece, TokenType.NORMAL))
 
     # Decreasing scores in id order, like real SentencePiece vocabs; the
     # merge order is irrelevant here because prefix chains never compete.
@@ -137,12 +140,14 @@ def write_tiny_llama(
     name: str = "tiny-llama",
     file_type_f32: bool = True,
     pooling_type: int | None = None,
+    favoured: str | None = None,
 ) -> pathlib.Path:
     """Write a random-weight llama GGUF to ``path`` and return the path.
 
     Weights are deterministic in ``seed``. ``<|im_end|>`` and ``</s>`` are
     end-of-generation tokens but their logits are suppressed, so generation
-    normally runs until ``num_predict``.
+    normally runs until ``num_predict``. ``favoured``: a piece added to the vocab with so
+    large a logit that greedy sampling picks it whenever it is allowed (a grammar can forbid it).
     """
     path = pathlib.Path(path)
     if embedding_length % head_count:
@@ -150,7 +155,7 @@ def write_tiny_llama(
     head_dim = embedding_length // head_count
     ff_length = 2 * embedding_length
 
-    tokens, scores, types, emittable = build_vocab()
+    tokens, scores, types, emittable = build_vocab((favoured,) if favoured else ())
     n_vocab = len(tokens)
     rng = np.random.default_rng(seed)
     # Norm vectors and other 1-D tensors stay F32: llama.cpp expects that.
@@ -195,6 +200,8 @@ def write_tiny_llama(
     suppressed = np.ones(n_vocab, dtype=bool)
     suppressed[sorted(emittable)] = False
     output[:, _BIAS_DIM] = np.where(suppressed, _SUPPRESS_WEIGHT, 0.0)
+    if favoured:
+        output[tokens.index(favoured), _BIAS_DIM] = -4 * _SUPPRESS_WEIGHT
 
     ones = np.ones(embedding_length, dtype=np.float32)
     writer.add_tensor("token_embd.weight", token_embd.astype(mat_dtype))
