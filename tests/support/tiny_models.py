@@ -253,11 +253,13 @@ RERANK_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 def write_tiny_reranker(path: pathlib.Path, *, seed: int = 3, embedding_length: int = 32,
                         block_count: int = 2, head_count: int = 2,
-                        context_length: int = 512) -> pathlib.Path:
+                        context_length: int = 512,
+                        rerank_template: str | None = None) -> pathlib.Path:
     """A random-weight BERT cross-encoder GGUF with rank pooling, as llama.cpp loads rerankers
     (bge-reranker, jina-reranker): the [CLS] state through `cls` (dense + tanh) and
     `cls.output` (one logit) is the relevance score. WordPiece vocab: every word of WORDS and
-    every character, as a word start (`▁x`) and as a continuation (`x`)."""
+    every character, as a word start (`▁x`) and as a continuation (`x`). `rerank_template`:
+    a `tokenizer.chat_template.rerank` with `{query}` and `{document}`, as Qwen3 rerankers ship."""
     rng = np.random.default_rng(seed)
     n, ff = embedding_length, 2 * embedding_length
     tokens = list(RERANK_SPECIALS)
@@ -291,6 +293,8 @@ def write_tiny_reranker(path: pathlib.Path, *, seed: int = 3, embedding_length: 
     w.add_add_bos_token(True)
     w.add_add_sep_token(True)
     w.add_add_eos_token(False)
+    if rerank_template is not None:
+        w.add_string("tokenizer.chat_template.rerank", rerank_template)
 
     def mat(rows: int, cols: int, std: float = 0.2) -> np.ndarray:
         return rng.normal(0.0, std, size=(rows, cols)).astype(np.float32)
