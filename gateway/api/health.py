@@ -35,8 +35,7 @@ def _store_problem(state: GatewayState) -> str:
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     nodes = state.scheduler.nodes
-    # `alive` is optimistic for a node still starting; ready needs one that has answered.
-    alive = [n for n in nodes if n.alive and n.node_id]
+    alive = [n for n in nodes if n.answered]
     if not alive:
         raise NotReady("no worker node reachable" + (
             f" ({', '.join(n.endpoint for n in nodes)})" if nodes else ""))
