@@ -34,6 +34,10 @@ async def rerank(request: web.Request) -> web.Response:
     if req.query is None:
         raise BadRequest("query is required")
     documents = _documents(req.documents)
+    if "embedding" not in entry.capabilities:
+        # A generative model has no pooling at all: refuse before loading it. (A pooling model
+        # that does not rank is refused by its runner, which reads the pooling type.)
+        raise BadRequest("this model does not support reranking (it is not a rank-pooling model)")
     options = merge_options(entry.params, req.options)
     spec = runner_spec(entry, options, state.settings)
     keep_alive = request_keep_alive(req.keep_alive, state.settings)

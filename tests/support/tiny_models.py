@@ -254,7 +254,8 @@ RERANK_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 def write_tiny_reranker(path: pathlib.Path, *, seed: int = 3, embedding_length: int = 32,
                         block_count: int = 2, head_count: int = 2,
                         context_length: int = 512,
-                        rerank_template: str | None = None) -> pathlib.Path:
+                        rerank_template: str | None = None,
+                        pooling: PoolingType = PoolingType.RANK) -> pathlib.Path:
     """A random-weight BERT cross-encoder GGUF with rank pooling, as llama.cpp loads rerankers
     (bge-reranker, jina-reranker): the [CLS] state through `cls` (dense + tanh) and
     `cls.output` (one logit) is the relevance score. WordPiece vocab: every word of WORDS and
@@ -279,7 +280,7 @@ def write_tiny_reranker(path: pathlib.Path, *, seed: int = 3, embedding_length: 
     w.add_head_count(head_count)
     w.add_layer_norm_eps(1e-12)
     w.add_causal_attention(False)
-    w.add_pooling_type(PoolingType.RANK)
+    w.add_pooling_type(pooling)
     w.add_classifier_output_labels(["relevance"])
     w.add_tokenizer_model("bert")
     w.add_token_list(tokens)

@@ -10,6 +10,7 @@ import pathlib
 import httpx
 import llama_cpp
 import pytest
+from gguf import PoolingType
 from support.tiny_models import write_tiny_reranker
 
 QUERY = "why is the sky blue"
@@ -103,3 +104,19 @@ def test_refusals(ranker) -> None:
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.post(ranker.url + "/api/embed", json={"model": "tiny-rr", "input": "x"})
     assert r.status_code == 400 and "reranker" in r.json()["error"]
+
+
+def test_an_embedding_model_that_does_not_rank_is_refused(ranker, tmp_path) -> None:
+    mean = write_tiny_reranker(tmp_path / "mean.gguf", pooling=PoolingType.MEAN)
+    ranker.create_model("tiny-mean", mean)
+    assert httpx.post(ranker.url + "/api/embed", json={"model": "tiny-mean", "input": "x"}
+                      ).status_code == 200
+    r = rerank(ranker, model="tiny-mean")
+    assert r.status_code == 400
+    assert r.json() == {"error": "this model does not support reranking (its pooling type is "
+                                 "not rank)"}
+
+
+def test_a_reranker_tokenizes_with_its_wordpiece_vocab(ranker) -> None:
+    r = httpx.post(ranker.url + "/api/tokenize", json={"model": "tiny-rr", "content": "the sky"})
+    assert r.status_code == 200 and len(r.json()["tokens"]) == 2
