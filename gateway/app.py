@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Sequence
 import zmq.asyncio
 from aiohttp import web
 
-from herd.gateway.api import (anthropic, embed, manage, models, native, openai, registry,
-                              responses)
+from herd.gateway.api import (anthropic, embed, health, manage, models, native, openai,
+                              registry, rerank, responses, tokens)
 from herd.gateway.http import metrics
+from herd.gateway.http.auth import auth_middleware
 from herd.gateway.http.cors import add_cors_headers, cors_middleware
 from herd.gateway.http.errors import error_middleware
 from herd.gateway.cluster.node_client import NodeClient
@@ -29,9 +30,12 @@ def create_app(settings: Settings, node_endpoints: Sequence[str], *,
     (ZeroMQ ones by default); tests pass in-process fakes to drive routes and placement
     without a model or a process."""
     # Metrics outermost: it records the status the client gets, from every other middleware.
-    app = web.Application(middlewares=[metrics.metrics_middleware, cors_middleware(settings),
-                                       error_middleware],
-                          client_max_size=MAX_BODY)
+    # Keys are checked inside the error middleware (a 401 gets its dialect's envelope) and
+    # after CORS (browsers send preflights without credentials).
+    middlewares = [metrics.metrics_middleware, cors_middleware(settings), error_middleware]
+    if settings.api_keys:
+        middlewares.append(auth_middleware(settings))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_cors_headers(settings))
     app.add_routes(models.routes)
     app.add_routes(native.routes)
@@ -42,6 +46,9 @@ def create_app(settings: Settings, node_endpoints: Sequence[str], *,
     app.add_routes(responses.routes)
     app.add_routes(registry.routes)
     app.add_routes(metrics.routes)
+    app.add_routes(health.routes)
+    app.add_routes(tokens.routes)
+    app.add_routes(rerank.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         zctx = zmq.asyncio.Context()

@@ -89,3 +89,18 @@ class ManifestNotFound(RegistryError):
 class DigestMismatch(HerdError):
     def __init__(self, want: str, got: str) -> None:
         super().__init__(f"digest mismatch, file must be downloaded again: want {want}, got {got}")
+
+
+class Unauthorized(HerdError):
+    """HERD_API_KEYS is set and the request carried none of them."""
+
+    status = 401
+
+    def __init__(self) -> None:
+        super().__init__("unauthorized")
+
+
+class NotReady(HerdError):
+    """GET /readyz: this gateway cannot serve yet (no worker node answers, store unreadable)."""
+
+    status = 503

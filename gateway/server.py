@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 
@@ -45,6 +46,18 @@ class LocalNode:
             self.process.kill()
 
 
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """HERD_TLS_CERT and HERD_TLS_KEY (PEM) serve HTTPS; one without the other is a mistake
+    worth refusing to start over, not a reason to fall back to plain HTTP."""
+    if not settings.tls_cert and not settings.tls_key:
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise SystemExit("HERD_TLS_CERT and HERD_TLS_KEY must be set together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
 async def _serve_http(settings: Settings, node_endpoints: list[str],
                       local_node: LocalNode | None = None) -> None:
     # Imported here: the client commands (herd list, ...) should not pay for the server's imports.
@@ -57,9 +70,10 @@ async def _serve_http(settings: Settings, node_endpoints: list[str],
     # sequence in the runner at once instead of at the next write.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=_tls_context(settings))
     await site.start()
-    log.info("Listening on %s:%d (version herd)", settings.host, settings.port)
+    log.info("Listening on %s:%d (version herd%s)", settings.host, settings.port,
+             ", HTTPS" if settings.tls_cert else "")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True):
     default_model: str = DEFAULT_MODEL
     default_model_file: str = ""  # a GGUF for the default model, instead of the PyPI package
     noprune: bool = False
+    # HERD_API_KEYS: when any is set, every route but GET/HEAD / needs one of them as a bearer.
+    api_keys: tuple[str, ...] = ()
+    tls_cert: str = ""  # HERD_TLS_CERT / HERD_TLS_KEY: PEM files; both set serves HTTPS
+    tls_key: str = ""
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -103,6 +107,25 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in env.get(name, "").split(",") if v.strip())
 
 
+def _api_keys(raw: str) -> tuple[str, ...]:
+    """Comma-separated keys, or `@path` to a file with one key a line (blank lines and `#`
+    comments skipped), so keys need not sit in the process environment."""
+    raw = raw.strip().strip("\"'")
+    if not raw.startswith("@"):
+        return tuple(k.strip() for k in raw.split(",") if k.strip())
+    path = os.path.expanduser(raw[1:])
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except OSError as e:
+        # Refusing to start beats serving without the keys the operator asked for.
+        raise SystemExit(f"HERD_API_KEYS: cannot read {path}: {e}") from None
+    keys = tuple(line for line in lines if line and not line.startswith("#"))
+    if not keys:
+        raise SystemExit(f"HERD_API_KEYS: {path} holds no key")
+    return keys
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     host, port = _host_port(env.get("OLLAMA_HOST", ""))
@@ -137,6 +160,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         load_timeout_s=_load_timeout_s(env.get("OLLAMA_LOAD_TIMEOUT", "")),
         kv_cache_type=_choice(env, "OLLAMA_KV_CACHE_TYPE", KV_CACHE_TYPES, "f16"),
         flash_attention=_flash_attention(env.get("OLLAMA_FLASH_ATTENTION", "")),
+        api_keys=_api_keys(env.get("HERD_API_KEYS", "")),
+        tls_cert=os.path.expanduser(env.get("HERD_TLS_CERT", "").strip()),
+        tls_key=os.path.expanduser(env.get("HERD_TLS_KEY", "").strip()),
     )
 
 

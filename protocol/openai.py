@@ -49,6 +49,7 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     stop: str | list[str] | None = None
     response_format: dict[str, Any] | None = None
     tools: list[Tool] | None = None
+    tool_choice: Any = None  # "none" | "auto" | "required" | {"type": "function", "function": {"name"}}
     logprobs: bool = False
     top_logprobs: int = 0
     reasoning_effort: str | None = None
@@ -216,5 +217,7 @@ class ErrorEnvelope(Struct):
 
 
 def error_envelope(message: str, status: int) -> ErrorEnvelope:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    # OpenAI answers a bad key with invalid_request_error too (its SDK keys off the status).
+    kind = {400: "invalid_request_error", 401: "invalid_request_error",
+            404: "not_found_error"}.get(status, "api_error")
     return ErrorEnvelope(ErrorDetail(message, kind))

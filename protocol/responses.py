@@ -72,7 +72,7 @@ class ResponsesRequest(Struct, omit_defaults=True):
     temperature: float | None = None
     top_p: float | None = None
     tools: list[FunctionToolIn] | None = None
-    tool_choice: Any = None  # ignored, as by Ollama
+    tool_choice: Any = None  # "none" | "auto" | "required" | {"type": "function", "name"}
     parallel_tool_calls: bool | None = None  # ignored
     reasoning: ReasoningConfig | None = None
     text: TextConfig | None = None
@@ -162,7 +162,7 @@ class Response(Struct):
     temperature: float | None = None
     top_p: float | None = None
     tools: list[FunctionToolIn] = []
-    tool_choice: str = "auto"
+    tool_choice: Any = "auto"  # as the request gave it
     parallel_tool_calls: bool = True
     text: TextConfig | None = None
     reasoning: ReasoningConfig | None = None

@@ -93,6 +93,33 @@ class Embeddings(Struct, array_like=True, omit_defaults=True, gc=False):
     error_status: int = 0
 
 
+class Tokenize(Struct, array_like=True, omit_defaults=True, gc=False):
+    """Text → the model's token ids, or with `detokenize` the ids in `tokens` → text."""
+
+    req_id: int
+    content: str = ""
+    tokens: list[int] = []
+    detokenize: bool = False
+
+
+class Tokens(Struct, array_like=True, omit_defaults=True, gc=False):
+    req_id: int
+    tokens: list[int] = []
+    content: str = ""
+    error: str = ""
+    error_status: int = 0
+
+
+class Rerank(Struct, array_like=True, gc=False):
+    """Score each document against the query with a rank-pooling model; answered with an
+    `Embeddings` of width 1 (one relevance score per document, in order)."""
+
+    req_id: int
+    query: str
+    documents: list[str]
+    truncate: bool = True
+
+
 class TokenLogprob(Struct, array_like=True, omit_defaults=True, gc=False):
     """A sampled token's log-probability under the model, and the likeliest alternatives."""
 
@@ -253,6 +280,9 @@ class Kind(enum.IntEnum):
     ENGINE_STEP = 3
     EMBED = 4
     EMBEDDINGS = 5
+    TOKENIZE = 6
+    TOKENS = 7
+    RERANK = 8
     HELLO = 10
     LOAD_MODEL = 11
     MODEL_LOADED = 12
@@ -272,6 +302,9 @@ _TYPES: dict[Kind, type[Struct]] = {
     Kind.ENGINE_STEP: EngineStep,
     Kind.EMBED: Embed,
     Kind.EMBEDDINGS: Embeddings,
+    Kind.TOKENIZE: Tokenize,
+    Kind.TOKENS: Tokens,
+    Kind.RERANK: Rerank,
     Kind.HELLO: Hello,
     Kind.LOAD_MODEL: LoadModel,
     Kind.MODEL_LOADED: ModelLoaded,
@@ -286,8 +319,9 @@ _TYPES: dict[Kind, type[Struct]] = {
 }
 _KIND_FRAMES: dict[type[Struct], bytes] = {t: bytes([k]) for k, t in _TYPES.items()}
 
-WireMessage = (Submit | Abort | EngineStep | Embed | Embeddings | Hello | LoadModel | ModelLoaded | LoadFailed
-               | UnloadModel | RunnerExited | RunnerReady | RunnerFailed | NodeInfo | Ping | Pong)
+WireMessage = (Submit | Abort | EngineStep | Embed | Embeddings | Tokenize | Tokens | Rerank | Hello
+               | LoadModel | ModelLoaded | LoadFailed | UnloadModel | RunnerExited | RunnerReady
+               | RunnerFailed | NodeInfo | Ping | Pong)
 
 
 class WireCodec:

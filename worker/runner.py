@@ -17,10 +17,11 @@ import llama_cpp as L
 import zmq
 
 from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, Ping, Pong,
-                                RequestOutput, RunnerFailed, RunnerReady, RunnerSpec, Submit,
-                                WireCodec)
+                                RequestOutput, Rerank, RunnerFailed, RunnerReady, RunnerSpec,
+                                Submit, Tokenize, Tokens, WireCodec)
 from herd.worker.templates.jinja import ChatTemplate
 from herd.worker.engine.embedder import Embedder
+from herd.worker.engine.reranker import rerank
 from herd.worker.engine.batch import BatchEngine, RequestError
 from herd.worker.engine.llama import LlamaContext, LlamaModel, LoraAdapter
 
@@ -138,16 +139,36 @@ class Runner:
                 continue
             engine.step()
 
-    def _embed(self, client: bytes, message: Embed) -> None:
+    def _pooling(self, client: bytes, message: Embed | Rerank) -> None:
         try:
             if self.embedder is None:
                 self.embedder = Embedder(self.model, max_tokens=context_length(self.spec, self.model),
                                          n_threads=thread_count(self.spec), adapters=self.adapters)
-            vectors, tokens = self.embedder.embed(message.inputs, truncate=message.truncate)
+            if isinstance(message, Rerank):
+                vectors, tokens = rerank(self.embedder, message.query, message.documents,
+                                         truncate=message.truncate)
+            else:
+                vectors, tokens = self.embedder.embed(message.inputs, truncate=message.truncate)
             reply = Embeddings(message.req_id, dim=vectors.shape[1], vectors=vectors.tobytes(),
                                prompt_tokens=tokens)
         except RequestError as e:
             reply = Embeddings(message.req_id, error=str(e), error_status=e.status)
+        self.sock.send_multipart([client, *self.codec.encode(reply)])
+
+    def _tokenize(self, client: bytes, message: Tokenize) -> None:
+        """llama.cpp server's /tokenize and /detokenize: no BOS/EOS added, special tokens
+        written in the text are parsed as such, and ids come back as the text they stand for."""
+        model = self.model
+        assert model is not None
+        if not message.detokenize:
+            reply = Tokens(message.req_id, tokens=model.tokenize(
+                message.content, add_special=False, parse_special=True))
+        elif bad := [t for t in message.tokens if not 0 <= t < model.n_vocab]:
+            # llama.cpp reads out of bounds on an unknown id: refuse it here.
+            reply = Tokens(message.req_id, error=f"invalid token id {bad[0]} "
+                           f"(the vocabulary has {model.n_vocab})", error_status=400)
+        else:
+            reply = Tokens(message.req_id, content=model.text_of(message.tokens))
         self.sock.send_multipart([client, *self.codec.encode(reply)])
 
     def _handle(self, engine: BatchEngine | None, frames: list[bytes]) -> None:
@@ -161,8 +182,10 @@ class Runner:
             return
         if isinstance(message, Ping):
             self.sock.send_multipart([client, *self.codec.encode(Pong(message.nonce))])
-        elif isinstance(message, Embed):
-            self._embed(client, message)
+        elif isinstance(message, (Embed, Rerank)):
+            self._pooling(client, message)
+        elif isinstance(message, Tokenize):
+            self._tokenize(client, message)
         elif engine is None:
             if isinstance(message, Submit):
                 self._emit(client, [RequestOutput(message.req_id, finish=FinishReason.ERROR,

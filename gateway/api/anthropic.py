@@ -17,6 +17,7 @@ from aiohttp import web
 from herd.gateway.errors import BadRequest
 from herd.gateway.http.io import SSE, decode_body
 from herd.gateway.pipeline.chat import ChatCall, chat
+from herd.gateway.pipeline.tool_choice import anthropic_choice
 from herd.gateway.pipeline.relay import DONE_REASONS, Piece
 from herd.gateway.state import STATE
 from herd.protocol.anthropic import (ContentBlock, ContentBlockDelta, ContentBlockIn,
@@ -278,6 +279,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
         raise BadRequest("messages is required")
     tools = native_tools(req.tools)
     call = ChatCall(model=req.model, messages=native_messages(req), stream=req.stream,
-                    tools=tools, think=_think(req), format=_format(req), options=_options(req),
+                    tools=tools, tool_choice=anthropic_choice(req.tool_choice), think=_think(req), format=_format(req), options=_options(req),
                     keep_alive=req.keep_alive, think_if_capable=True)
     return await chat(request, request.app[STATE], call, AnthropicFraming(req.model))

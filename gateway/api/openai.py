@@ -18,6 +18,7 @@ from herd.gateway.pipeline.embed import embed_texts, normalise
 from herd.gateway.pipeline.generate import GenerateCall, generate
 from herd.gateway.pipeline.relay import DONE_REASONS, Piece
 from herd.gateway.pipeline.tool_calls import new_call_id
+from herd.gateway.pipeline.tool_choice import openai_choice
 from herd.gateway.pipeline.validate import effort_think, request_keep_alive, resolve_model
 from herd.gateway.state import STATE
 from herd.gateway.store.models import ModelEntry, model_name_or_400, run_blocking
@@ -232,6 +233,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = await decode_body(request, ChatCompletionRequest)
     call = ChatCall(
         model=req.model, messages=native_messages(req), stream=req.stream, tools=req.tools,
+        tool_choice=openai_choice(req.tool_choice),
         think=_think(req), format=_response_format(req.response_format),
         options=_options(req, req.max_completion_tokens or req.max_tokens),
         keep_alive=req.keep_alive, logprobs=req.logprobs,

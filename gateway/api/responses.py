@@ -18,6 +18,7 @@ from aiohttp import web
 from herd.gateway.errors import BadRequest
 from herd.gateway.http.io import SSE, decode_body
 from herd.gateway.pipeline.chat import ChatCall, chat
+from herd.gateway.pipeline.tool_choice import openai_choice
 from herd.gateway.pipeline.relay import DONE_REASONS, Piece
 from herd.gateway.pipeline.tool_calls import new_call_id
 from herd.gateway.pipeline.validate import effort_think
@@ -197,7 +198,8 @@ class ResponsesFraming:
                         instructions=req.instructions, max_output_tokens=req.max_output_tokens,
                         temperature=1.0 if req.temperature is None else req.temperature,
                         top_p=req.top_p, tools=req.tools or [], text=req.text,
-                        reasoning=req.reasoning)
+                        reasoning=req.reasoning,
+                        tool_choice="auto" if req.tool_choice is None else req.tool_choice)
 
     def _n(self) -> int:
         self.seq += 1
@@ -305,7 +307,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     if req.model and not any(m.role != "system" for m in messages):
         raise BadRequest("input is required")
     call = ChatCall(model=req.model, messages=messages, stream=req.stream,
-                    tools=native_tools(req.tools),
+                    tools=native_tools(req.tools), tool_choice=openai_choice(req.tool_choice),
                     think=effort_think(req.reasoning.effort if req.reasoning else None),
                     format=_format(req), options=_options(req), keep_alive=req.keep_alive)
     return await chat(request, request.app[STATE], call, ResponsesFraming(req))

@@ -60,6 +60,11 @@ class NodeClient:
     def alive(self) -> bool:
         return time.monotonic() - self._last_seen < UNREACHABLE_AFTER_S
 
+    @property
+    def answered(self) -> bool:
+        """Alive and heard from at least once (`alive` alone is optimistic at start)."""
+        return self.alive and bool(self.node_id)
+
     async def start(self) -> None:
         await self.sock.send_multipart(self.codec.encode(Hello()))
 

@@ -12,7 +12,8 @@ import zmq.asyncio
 
 from herd.gateway.errors import RunnerError
 from herd.gateway.cluster.request_stream import RequestStream
-from herd.protocol.wire import Abort, Embed, Embeddings, EngineStep, Ping, Submit, WireCodec
+from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, Ping, Rerank, Submit,
+                                Tokenize, Tokens, WireCodec)
 
 log = logging.getLogger("herd.gateway")
 
@@ -37,7 +38,8 @@ class RunnerClient:
         # A runner never comes back on the same endpoint: no point in reconnecting.
         self.sock.setsockopt(zmq.RECONNECT_IVL, -1)
         self.streams: dict[int, RequestStream] = {}
-        self.embeds: dict[int, asyncio.Future[Embeddings]] = {}
+        # Request/reply calls (embed, rerank, tokenize) waiting for their one answer, by req_id.
+        self.calls: dict[int, asyncio.Future[Embeddings | Tokens]] = {}
         self.sock.connect(endpoint)
         # The same socket without asyncio: draining what is already queued through it costs
         # no future per message (zmq.asyncio's was two thirds of a relaying gateway's CPU).
@@ -52,14 +54,23 @@ class RunnerClient:
         await self.sock.send_multipart(self.codec.encode(submit))
         return stream
 
-    async def embed(self, request: Embed) -> Embeddings:
-        future: asyncio.Future[Embeddings] = asyncio.get_running_loop().create_future()
-        self.embeds[request.req_id] = future
+    async def _call(self, request: Embed | Rerank | Tokenize) -> Embeddings | Tokens:
+        future: asyncio.Future[Embeddings | Tokens] = asyncio.get_running_loop().create_future()
+        self.calls[request.req_id] = future
         try:
             await self.sock.send_multipart(self.codec.encode(request))
             return await future
         finally:
-            self.embeds.pop(request.req_id, None)
+            self.calls.pop(request.req_id, None)
+
+    async def embed(self, request: Embed) -> Embeddings:
+        return await self._call(request)  # type: ignore[return-value]
+
+    async def rerank(self, request: Rerank) -> Embeddings:
+        return await self._call(request)  # type: ignore[return-value]
+
+    async def tokenize(self, request: Tokenize) -> Tokens:
+        return await self._call(request)  # type: ignore[return-value]
 
     async def abort(self, req_id: int) -> None:
         if self.streams.pop(req_id, None) is not None:
@@ -69,7 +80,7 @@ class RunnerClient:
         streams, self.streams = self.streams, {}
         for stream in streams.values():
             stream.fail(message)
-        for future in self.embeds.values():
+        for future in self.calls.values():
             if not future.done():
                 future.set_exception(RunnerError(message))
 
@@ -86,7 +97,7 @@ class RunnerClient:
         nonce = 0
         while True:
             await asyncio.sleep(PING_EVERY_S)
-            if not self.streams and not self.embeds:
+            if not self.streams and not self.calls:
                 self.last_heard = time.monotonic()  # idle: silence is expected
                 continue
             if time.monotonic() - self.last_heard > self.stall_s:
@@ -118,8 +129,8 @@ class RunnerClient:
         except Exception:
             log.warning("undecodable message from runner %s", self.endpoint)
             return
-        if isinstance(message, Embeddings):
-            future = self.embeds.get(message.req_id)
+        if isinstance(message, (Embeddings, Tokens)):
+            future = self.calls.get(message.req_id)
             if future is not None and not future.done():
                 future.set_result(message)
             return

@@ -15,6 +15,7 @@ from herd.gateway.cluster.spec import runner_spec
 from herd.gateway.pipeline.chat_messages import check_roles, chat_submit, require_tools, tool_parser
 from herd.gateway.pipeline.images import check_images
 from herd.gateway.pipeline.relay import Framing, load_only, relay, render_only
+from herd.gateway.pipeline.tool_choice import AUTO, ToolChoice, apply_tool_choice
 from herd.gateway.pipeline.validate import (check_top_logprobs, format_text, request_keep_alive,
                                             require_completion, resolve_model, sampling_params,
                                             think_setting, unload_requested)
@@ -36,6 +37,7 @@ class ChatCall:
     messages: list[Message]
     stream: bool = True
     tools: list[Tool] | None = None
+    tool_choice: ToolChoice = AUTO
     think: bool | str | None = None
     format: str | dict[str, Any] | None = None
     # Layered over the model's own parameters, later ones winning key by key.
@@ -74,11 +76,12 @@ async def chat(request: web.Request, state: GatewayState, call: ChatCall, framin
         await state.scheduler.unload_model(entry)
         return await load_answer(on_load, "unload")
     require_completion(entry, call.model, "chat")
-    require_tools(entry, model_name_or_400(call.model), call.tools)
+    tools, format = apply_tool_choice(call.tool_choice, call.tools, call.format)
+    require_tools(entry, model_name_or_400(call.model), tools)
     think = _think(call, entry)
     keep_alive = request_keep_alive(call.keep_alive, state.settings)
     options = merge_options(entry.params, *call.options)
-    sampling = sampling_params(options, format_text(call.format))
+    sampling = sampling_params(options, format_text(format))
     spec = runner_spec(entry, options, state.settings)
     if not call.messages and on_load is not None:
         await load_only(state, entry, spec, keep_alive)
@@ -87,11 +90,11 @@ async def chat(request: web.Request, state: GatewayState, call: ChatCall, framin
         check_roles(call.messages)
     for message in call.messages:
         check_images(message.images, entry)
-    submit = chat_submit(next(state.request_ids), entry, sampling, call.messages, call.tools,
+    submit = chat_submit(next(state.request_ids), entry, sampling, call.messages, tools,
                          think, truncate=call.truncate, shift=call.shift,
                          logprobs=call.logprobs or call.top_logprobs > 0,
                          top_logprobs=call.top_logprobs)
     if call.render_only and on_render is not None:
         return on_render(await render_only(state, entry, spec, keep_alive, submit))
     return await relay(request, state, entry, spec, keep_alive, submit, call.stream, framing,
-                       tool_parser(call.tools))
+                       tool_parser(tools))

@@ -66,6 +66,7 @@ class FakeNode:
         self.endpoint = endpoint
         self.devices = devs
         self.alive = True
+        self.answered = True
         self.loaded_keys: set[str] = set()
         self.orphans: set[str] = set()
         self.held: dict[str, RunnerInfo] = {}

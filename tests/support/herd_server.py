@@ -31,7 +31,9 @@ class HerdServer:
         self.port = free_port()
         self.models_dir = models_dir or workdir / "models"
         self.run_dir = workdir / "run"
-        self.url = f"http://127.0.0.1:{self.port}"
+        # HERD_TLS_CERT in env: the server speaks HTTPS (with a self-signed cert the tests make).
+        self.tls = bool((env or {}).get("HERD_TLS_CERT"))
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         self.log_path = workdir / "server.log"
         self.env = {
             **os.environ,
@@ -59,7 +61,7 @@ class HerdServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"herd serve exited early:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/", timeout=1, verify=not self.tls).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

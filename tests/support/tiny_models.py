@@ -22,6 +22,7 @@ __all__ = [
     "build_vocab",
     "write_tiny_llama",
     "write_tiny_lora",
+    "write_tiny_reranker",
 ]
 
 CHATML_TEMPLATE: str = (
@@ -77,8 +78,9 @@ _OUTPUT_STD = 0.12
 _WEIGHT_STD = 0.02
 
 
-def build_vocab() -> tuple[list[str], list[float], list[int], set[int]]:
-    """Return (tokens, scores, token_types, emittable_ids) for the tiny vocab."""
+def build_vocab(extra: tuple[str, ...] = ()) -> tuple[list[str], list[float], list[int], set[int]]:
+    """Return (tokens, scores, token_types, emittable_ids) for the tiny vocab; `extra` pieces
+    are appended as emittable normal tokens."""
     tokens: list[str] = []
     types: list[int] = []
     index: dict[str, int] = {}
@@ -113,6 +115,8 @@ def build_vocab() -> tuple[list[str], list[float], list[int], set[int]]:
         for end in range(2, len(piece) + 1):
             add(piece[:end], TokenType.NORMAL)
         emittable.add(index[piece])
+    for piece in extra:
+        emittable.add(add(piece, TokenType.NORMAL))
 
     # Decreasing scores in id order, like real SentencePiece vocabs; the
     # merge order is irrelevant here because prefix chains never compete.
@@ -136,12 +140,14 @@ def write_tiny_llama(
     name: str = "tiny-llama",
     file_type_f32: bool = True,
     pooling_type: int | None = None,
+    favoured: str | None = None,
 ) -> pathlib.Path:
     """Write a random-weight llama GGUF to ``path`` and return the path.
 
     Weights are deterministic in ``seed``. ``<|im_end|>`` and ``</s>`` are
     end-of-generation tokens but their logits are suppressed, so generation
-    normally runs until ``num_predict``.
+    normally runs until ``num_predict``. ``favoured``: a piece added to the vocab with so
+    large a logit that greedy sampling picks it whenever it is allowed (a grammar can forbid it).
     """
     path = pathlib.Path(path)
     if embedding_length % head_count:
@@ -149,7 +155,7 @@ def write_tiny_llama(
     head_dim = embedding_length // head_count
     ff_length = 2 * embedding_length
 
-    tokens, scores, types, emittable = build_vocab()
+    tokens, scores, types, emittable = build_vocab((favoured,) if favoured else ())
     n_vocab = len(tokens)
     rng = np.random.default_rng(seed)
     # Norm vectors and other 1-D tensors stay F32: llama.cpp expects that.
@@ -194,6 +200,8 @@ def write_tiny_llama(
     suppressed = np.ones(n_vocab, dtype=bool)
     suppressed[sorted(emittable)] = False
     output[:, _BIAS_DIM] = np.where(suppressed, _SUPPRESS_WEIGHT, 0.0)
+    if favoured:
+        output[tokens.index(favoured), _BIAS_DIM] = -4 * _SUPPRESS_WEIGHT
 
     ones = np.ones(embedding_length, dtype=np.float32)
     writer.add_tensor("token_embd.weight", token_embd.astype(mat_dtype))
@@ -237,4 +245,90 @@ def write_tiny_lora(path: pathlib.Path, *, seed: int = 7, embedding_length: int 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return path
+
+
+RERANK_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def write_tiny_reranker(path: pathlib.Path, *, seed: int = 3, embedding_length: int = 32,
+                        block_count: int = 2, head_count: int = 2,
+                        context_length: int = 512,
+                        rerank_template: str | None = None,
+                        pooling: PoolingType = PoolingType.RANK) -> pathlib.Path:
+    """A random-weight BERT cross-encoder GGUF with rank pooling, as llama.cpp loads rerankers
+    (bge-reranker, jina-reranker): the [CLS] state through `cls` (dense + tanh) and
+    `cls.output` (one logit) is the relevance score. WordPiece vocab: every word of WORDS and
+    every character, as a word start (`▁x`) and as a continuation (`x`). `rerank_template`:
+    a `tokenizer.chat_template.rerank` with `{query}` and `{document}`, as Qwen3 rerankers ship."""
+    rng = np.random.default_rng(seed)
+    n, ff = embedding_length, 2 * embedding_length
+    tokens = list(RERANK_SPECIALS)
+    types = [int(TokenType.CONTROL)] * len(tokens)
+    for piece in ([_SPACE + w.lower() for w in WORDS] + [_SPACE + c for c in _CHARS.lower()]
+                  + list(_CHARS.lower())):
+        if piece not in tokens:
+            tokens.append(piece)
+            types.append(int(TokenType.NORMAL))
+    w = GGUFWriter(str(path), "bert")
+    w.add_name("tiny-reranker")
+    w.add_file_type(LlamaFileType.ALL_F32)
+    w.add_context_length(context_length)
+    w.add_embedding_length(n)
+    w.add_feed_forward_length(ff)
+    w.add_block_count(block_count)
+    w.add_head_count(head_count)
+    w.add_layer_norm_eps(1e-12)
+    w.add_causal_attention(False)
+    w.add_pooling_type(pooling)
+    w.add_classifier_output_labels(["relevance"])
+    w.add_tokenizer_model("bert")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_type_count(2)
+    w.add_pad_token_id(0)
+    w.add_unk_token_id(1)
+    w.add_bos_token_id(2)  # [CLS]: llama.cpp puts the BOS first, and rank pooling reads it
+    w.add_sep_token_id(3)
+    w.add_mask_token_id(4)
+    w.add_add_bos_token(True)
+    w.add_add_sep_token(True)
+    w.add_add_eos_token(False)
+    if rerank_template is not None:
+        w.add_string("tokenizer.chat_template.rerank", rerank_template)
+
+    def mat(rows: int, cols: int, std: float = 0.2) -> np.ndarray:
+        return rng.normal(0.0, std, size=(rows, cols)).astype(np.float32)
+
+    def vec(size: int, value: float | None = None) -> np.ndarray:
+        if value is not None:
+            return np.full(size, value, dtype=np.float32)
+        return rng.normal(0.0, 0.1, size=size).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", mat(len(tokens), n, 1.0))
+    w.add_tensor("token_types.weight", mat(2, n, 0.1))
+    w.add_tensor("position_embd.weight", mat(context_length, n, 0.1))
+    w.add_tensor("token_embd_norm.weight", vec(n, 1.0))
+    w.add_tensor("token_embd_norm.bias", vec(n, 0.0))
+    for i in range(block_count):
+        blk = f"blk.{i}"
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            w.add_tensor(f"{blk}.{name}.weight", mat(n, n))
+            w.add_tensor(f"{blk}.{name}.bias", vec(n))
+        w.add_tensor(f"{blk}.attn_output_norm.weight", vec(n, 1.0))
+        w.add_tensor(f"{blk}.attn_output_norm.bias", vec(n, 0.0))
+        w.add_tensor(f"{blk}.ffn_up.weight", mat(ff, n))
+        w.add_tensor(f"{blk}.ffn_up.bias", vec(ff))
+        w.add_tensor(f"{blk}.ffn_down.weight", mat(n, ff))
+        w.add_tensor(f"{blk}.ffn_down.bias", vec(n))
+        w.add_tensor(f"{blk}.layer_output_norm.weight", vec(n, 1.0))
+        w.add_tensor(f"{blk}.layer_output_norm.bias", vec(n, 0.0))
+    w.add_tensor("cls.weight", mat(n, n, 0.5))
+    w.add_tensor("cls.bias", vec(n))
+    w.add_tensor("cls.output.weight", mat(1, n, 1.0))
+    w.add_tensor("cls.output.bias", vec(1, 0.0))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
     return path

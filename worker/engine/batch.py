@@ -15,9 +15,9 @@ from herd.worker.templates.jinja import ChatTemplate
 from herd.worker.engine.llama import LlamaContext, LlamaModel
 from herd.worker.engine.logprobs import token_logprob
 from herd.worker.engine.prompt import PromptBuilder, RequestError
-from herd.worker.engine.sampler import InvalidFormat, SamplerChain
+from herd.worker.engine.sampler import InvalidFormat, SamplerChain, after_thinking_chains
 from herd.worker.engine.textstream import TextStream
-from herd.worker.engine.thinking import OPEN as THINK_OPEN, ThinkingSplitter
+from herd.worker.engine.thinking import OPEN as THINK_OPEN, ThinkingSplitter, may_open
 
 Emit = Callable[[bytes, list[RequestOutput]], None]
 
@@ -53,6 +53,9 @@ class Sequence:
     on_device: bool = False  # its chain runs inside llama_decode (llama_set_sampler)
     logprobs: list[TokenLogprob] = field(default_factory=list)  # sampled, not yet sent
     thinker: ThinkingSplitter | None = None
+    # A `format` on a thinking answer: the grammar's chain, waiting for the block to close.
+    grammar: SamplerChain | None = None
+    lead: bytes = b""  # the answer's first bytes, while it may still open a thinking block
     shifted_after: int = -1  # ≥ 0 once the context shifted: cells past this were moved
 
     @property
@@ -91,6 +94,8 @@ class BatchEngine:
         for seq in list(self._by_key.values()):
             self._detach(seq)
             seq.chain.close()
+            if seq.grammar is not None:
+                seq.grammar.close()
         L.llama_batch_free(self._batch)
 
     # -- requests ---------------------------------------------------------------------------
@@ -109,16 +114,25 @@ class BatchEngine:
             self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
                                             error_status=e.status))
             return
+        # Newest Ollama constrains a thinking model's output only once its reasoning is over
+        # (server/routes.go, ChatHandler's structuredOutputsState: a first request without the
+        # format, re-issued with it when content starts); here the runner swaps chains instead.
+        defer = bool(req.sampling.format) and req.split_thinking and req.think != "false"
+        grammar = None
         try:
-            chain = SamplerChain(req.sampling, n_vocab=self.model.n_vocab,
-                                 n_ctx=self.ctx.n_ctx_seq, vocab=self.model.vocab)
+            kwargs = dict(n_vocab=self.model.n_vocab, n_ctx=self.ctx.n_ctx_seq,
+                          vocab=self.model.vocab)
+            if defer:
+                chain, grammar = after_thinking_chains(req.sampling, **kwargs)
+            else:
+                chain = SamplerChain(req.sampling, **kwargs)
         except InvalidFormat as e:
             self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
                                             error_status=400))
             return
         seq = Sequence(client=client, req=req, prompt=prompt.tokens,
                        stream=TextStream(req.sampling.stop), chain=chain,
-                       t_submit=time.perf_counter_ns())
+                       t_submit=time.perf_counter_ns(), grammar=grammar)
         if req.split_thinking:
             seq.thinker = ThinkingSplitter(
                 opened_by_prompt=prompt.text.rstrip().endswith(THINK_OPEN))
@@ -222,9 +236,16 @@ class BatchEngine:
         b.logits[i] = logits
 
     def _sample(self, seq: Sequence, now: int) -> None:
+        if seq.grammar is not None and seq.thinker is not None and seq.thinker.closed:
+            self._start_grammar(seq)
         if seq.on_device:
             token = seq.chain.sample_on_device(self.ctx.ptr, seq.batch_index)
         else:
+            token = seq.chain.sample(self.ctx.ptr, seq.batch_index)
+        if seq.grammar is not None and not self._may_think(seq, token):
+            # The answer does not open a block: the format holds from its first token, so this
+            # one is drawn again, under the grammar, from the same logits.
+            self._start_grammar(seq)
             token = seq.chain.sample(self.ctx.ptr, seq.batch_index)
         if not seq.t_first:
             seq.t_first = now
@@ -257,6 +278,19 @@ class BatchEngine:
             if limit == -2 or not (seq.req.shift and self._shift_context(seq)):
                 self._finish(seq, FinishReason.LENGTH)
 
+    def _may_think(self, seq: Sequence, token: int) -> bool:
+        assert seq.thinker is not None
+        if not seq.thinker.undecided:
+            return True  # inside the block (its end is seen after the token is fed)
+        seq.lead += self.model.piece(token)
+        return may_open(seq.lead.decode("utf-8", "ignore"))
+
+    @staticmethod
+    def _start_grammar(seq: Sequence) -> None:
+        assert seq.grammar is not None and not seq.on_device
+        seq.chain.close()
+        seq.chain, seq.grammar = seq.grammar, None
+
     def _finish(self, seq: Sequence, reason: FinishReason, error: str = "") -> None:
         self._by_key.pop((seq.client, seq.req.req_id), None)
         self._detach(seq)
@@ -268,6 +302,8 @@ class BatchEngine:
             seq.slot = None
             self._running.remove(seq)
         seq.chain.close()
+        if seq.grammar is not None:
+            seq.grammar.close()
         if reason == FinishReason.ABORT:
             return
         tail = "" if seq.stream.stopped or reason == FinishReason.ERROR else seq.stream.flush()

@@ -21,7 +21,10 @@ class Embedder:
         params = L.llama_context_default_params()
         params.embeddings = True
         # Generative models carry no pooling type: mean-pool their last hidden states.
-        has_pooling = model.meta(f"{arch}.pooling_type") is not None
+        pooling = model.meta(f"{arch}.pooling_type")
+        has_pooling = pooling is not None
+        # Rank pooling (rerankers) ends in a classification head: n_cls_out scores, not a vector.
+        self.ranks = pooling == str(int(L.LLAMA_POOLING_TYPE_RANK))
         params.pooling_type = L.LLAMA_POOLING_TYPE_UNSPECIFIED if has_pooling else L.LLAMA_POOLING_TYPE_MEAN
         self.n_batch = max(max_tokens, 512)
         params.n_ctx = self.n_batch
@@ -37,7 +40,8 @@ class Embedder:
             raise RuntimeError("unable to create the embedding context")
         apply_adapters(self.ctx, adapters or [])
         self.memory = L.llama_get_memory(self.ctx)
-        self.dim = L.llama_model_n_embd(model.ptr)
+        self.dim = (max(L.llama_model_n_cls_out(model.ptr), 1) if self.ranks
+                    else L.llama_model_n_embd(model.ptr))
         self.batch = L.llama_batch_init(self.n_batch, 0, 1)
 
     def close(self) -> None:
@@ -46,16 +50,20 @@ class Embedder:
 
     def embed(self, texts: list[str], *, truncate: bool) -> tuple[np.ndarray, int]:
         """Pooled, unnormalised vectors (len(texts) × dim) and the number of tokens evaluated."""
-        seqs: list[list[int]] = []
-        for text in texts:
-            tokens = self.model.tokenize(text, add_special=True, parse_special=False)
-            if not tokens:
-                tokens = [self.model.bos]
+        if self.ranks:
+            raise RequestError("this model is a reranker: it scores pairs (/api/rerank), "
+                               "it does not embed")
+        seqs = [self.model.tokenize(text, add_special=True, parse_special=False) or [self.model.bos]
+                for text in texts]
+        return self.pooled(seqs, truncate=truncate)
+
+    def pooled(self, seqs: list[list[int]], *, truncate: bool) -> tuple[np.ndarray, int]:
+        """What the model's pooling makes of each token sequence (len(seqs) × dim)."""
+        for i, tokens in enumerate(seqs):
             if len(tokens) > self.max_tokens:
                 if not truncate:
                     raise RequestError("the input length exceeds the context length")
-                tokens = tokens[:self.max_tokens]
-            seqs.append(tokens)
+                seqs[i] = tokens[:self.max_tokens]
         out = np.empty((len(seqs), self.dim), dtype=np.float32)
         start = 0
         while start < len(seqs):

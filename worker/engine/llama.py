@@ -96,6 +96,19 @@ class LlamaModel:
     def detokenize(self, tokens: list[int]) -> str:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 
+    def text_of(self, tokens: list[int]) -> str:
+        """llama.cpp's own inverse of tokenize(parse_special=True): special tokens written out,
+        the SentencePiece space prefix dropped, so the text tokenizes back to the same ids."""
+        arr = (L.llama_token * max(len(tokens), 1))(*tokens)
+        cap = max(len(tokens) * 8, 64)
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(cap)
+            n = L.llama_detokenize(self.vocab, arr, len(tokens), buf, cap, False, True)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", "replace")
+            cap = -n
+        raise RuntimeError("llama_detokenize failed")
+
     def is_eog(self, token: int) -> bool:
         known = self._eog.get(token)
         if known is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import llama_cpp as L
+import msgspec
 
 from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
@@ -23,6 +24,16 @@ def format_grammar(format_text: str) -> str:
         return json_schema_to_gbnf(format_text)
     except Exception as e:  # the converter raises assorted errors on schemas it cannot handle
         raise InvalidFormat(f"invalid JSON schema in format: {e}") from e
+
+
+def after_thinking_chains(params: SamplingParams, **kwargs) -> tuple[SamplerChain, SamplerChain]:
+    """A thinking answer with a `format`: a free chain for the reasoning, and the grammar's
+    chain (built now, so a bad format is refused before anything runs) for the content."""
+    grammar = SamplerChain(params, **kwargs)
+    free = SamplerChain(msgspec.structs.replace(params, format=""), **kwargs)
+    # The switch may resample a token from the logits, which a graph-sampled chain lacks.
+    free.device_capable = False
+    return free, grammar
 
 
 class SamplerChain:

@@ -26,6 +26,16 @@ class ThinkingSplitter:
         self._state = _State.THINKING if opened_by_prompt else _State.LEAD
         self._held = ""
 
+    @property
+    def closed(self) -> bool:
+        """The block is over (or the answer never opened one): content comes next."""
+        return self._state in (_State.AFTER, _State.CONTENT)
+
+    @property
+    def undecided(self) -> bool:
+        """Nothing but whitespace (or a part of `<think>`) yet: the block may still open."""
+        return self._state is _State.LEAD
+
     def feed(self, text: str) -> tuple[str, str]:
         """→ (thinking, content) that are safe to emit now."""
         thinking: list[str] = []
@@ -72,6 +82,12 @@ class ThinkingSplitter:
         if self._state is _State.LEAD and held.strip():
             return "", held
         return "", ""
+
+
+def may_open(text: str) -> bool:
+    """Whether an answer that starts with `text` may still open a thinking block."""
+    stripped = text.lstrip()
+    return not stripped or stripped.startswith(OPEN) or OPEN.startswith(stripped)
 
 
 def _partial_suffix(text: str, tag: str) -> int:

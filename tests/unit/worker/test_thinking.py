@@ -41,3 +41,21 @@ def test_one_character_at_a_time() -> None:
 ])
 def test_edge_cases(chunks: list[str], opened: bool, expected: tuple[str, str]) -> None:
     assert _split(chunks, opened_by_prompt=opened) == expected
+
+
+def test_closed_and_undecided() -> None:
+    from herd.worker.engine.thinking import may_open
+
+    s = ThinkingSplitter()
+    assert s.undecided and not s.closed
+    s.feed("  <thi")
+    assert s.undecided
+    s.feed("nk>why")
+    assert not s.undecided and not s.closed
+    s.feed("</think>")
+    assert s.closed
+    plain = ThinkingSplitter()
+    plain.feed("Hello")
+    assert plain.closed
+    assert may_open("") and may_open("  \n") and may_open(" <th") and may_open("<think>x")
+    assert not may_open("{") and not may_open("</think>") and not may_open("Hi")
