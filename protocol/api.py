@@ -11,6 +11,11 @@ from msgspec import Struct
 Int = int | float | None
 
 
+# The Ollama release whose API Herd follows (ollama/ollama's newest stable tag, v0.32.15), as
+# /api/version reports it: clients such as ollama-python and Open WebUI gate features on it.
+API_VERSION = "0.32.15"
+
+
 class Options(Struct, omit_defaults=True):
     """Every option is optional: unset means "inherit" (defaults ← model params ← request).
 

@@ -14,12 +14,8 @@ from herd.gateway.registry.pull import pull_base_model
 from herd.gateway.state import STATE
 from herd.gateway.store.models import format_time, run_blocking
 from herd.gateway.registry.transfers import TRANSFERS
-from herd.protocol.api import (CreateRequest, ErrorBody, PsResponse, RunnerStatus, RunningModel, StatusChunk, TagsResponse,
-                          VersionResponse)
-
-# The Ollama release whose API Herd follows (ollama/ollama's newest stable tag, v0.32.15):
-# clients such as ollama-python and Open WebUI gate features on it.
-VERSION = "0.32.15"
+from herd.protocol.api import (API_VERSION, CreateRequest, ErrorBody, PsResponse, RunnerStatus,
+                               RunningModel, StatusChunk, TagsResponse, VersionResponse)
 
 routes = web.RouteTableDef()
 
@@ -31,7 +27,7 @@ async def root(_: web.Request) -> web.Response:
 
 @routes.get("/api/version")
 async def version(_: web.Request) -> web.Response:
-    return json_response(VersionResponse(VERSION))
+    return json_response(VersionResponse(API_VERSION))
 
 
 @routes.get("/api/tags")

@@ -12,10 +12,9 @@ from herd.gateway.errors import BadRequest, HerdError
 from herd.gateway.http.io import decode_body, json_response, ndjson_line, start_ndjson
 from herd.gateway.registry.pull import pull_model
 from herd.gateway.registry.push import push_model
-from herd.gateway.api.models import VERSION
 from herd.gateway.state import STATE
 from herd.gateway.registry.transfers import TRANSFERS, Transfers
-from herd.protocol.api import ErrorBody, StatusChunk, TransferRequest
+from herd.protocol.api import API_VERSION, ErrorBody, StatusChunk, TransferRequest
 
 log = logging.getLogger("herd.gateway")
 routes = web.RouteTableDef()
@@ -23,7 +22,7 @@ routes = web.RouteTableDef()
 
 async def transfers_context(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: after the app's own context, whose store it uses."""
-    transfers = Transfers.open(app[STATE].store, VERSION)
+    transfers = Transfers.open(app[STATE].store, API_VERSION)
     app[TRANSFERS] = transfers
     try:
         yield
