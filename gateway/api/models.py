@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -20,6 +21,12 @@ from herd.protocol.api import (CreateRequest, ErrorBody, PsResponse, RunnerStatu
 # The Ollama release whose API Herd follows (ollama/ollama's newest stable tag, v0.32.15):
 # clients such as ollama-python and Open WebUI gate features on it.
 VERSION = "0.32.15"
+# Create jobs get threads of their own: a create whose `from` must be pulled parks its thread
+# until the pull is done, and the pull needs the default pool (DNS lookups, file writes). Were
+# the jobs on that pool, 2 x (cpus + 4) such creates would take every thread and wait for ever,
+# and every route that reads the store with them. More creates than this wait their turn.
+CREATE_THREADS = 4
+_create_pool = ThreadPoolExecutor(CREATE_THREADS, thread_name_prefix="herd-create")
 
 routes = web.RouteTableDef()
 
@@ -98,7 +105,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         asyncio.run_coroutine_threadsafe(pull, loop).result()
 
     job = CreateJob(state.store, lambda s: loop.call_soon_threadsafe(updates.put_nowait, s), fetch)
-    task = loop.run_in_executor(None, job.run, req)
+    task = loop.run_in_executor(_create_pool, job.run, req)
     task.add_done_callback(lambda _: loop.call_soon_threadsafe(updates.put_nowait, None))
     if not req.stream:
         await task  # errors surface with their own status through the middleware
