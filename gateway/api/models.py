@@ -21,10 +21,9 @@ from herd.protocol.api import (CreateRequest, ErrorBody, PsResponse, RunnerStatu
 # The Ollama release whose API Herd follows (ollama/ollama's newest stable tag, v0.32.15):
 # clients such as ollama-python and Open WebUI gate features on it.
 VERSION = "0.32.15"
-# Create jobs get threads of their own: a create whose `from` must be pulled parks its thread
-# until the pull is done, and the pull needs the default pool (DNS lookups, file writes). Were
-# the jobs on that pool, 2 x (cpus + 4) such creates would take every thread and wait for ever,
-# and every route that reads the store with them. More creates than this wait their turn.
+# Create jobs get threads of their own: a conversion or quantization holds its thread for
+# minutes, and the default pool is what every route that reads the store (and every pull's DNS
+# lookup) needs. More creates than this wait their turn.
 CREATE_THREADS = 4
 _create_pool = ThreadPoolExecutor(CREATE_THREADS, thread_name_prefix="herd-create")
 
@@ -100,13 +99,16 @@ async def create(request: web.Request) -> web.StreamResponse:
     updates: asyncio.Queue[StatusChunk | None] = asyncio.Queue()
     transfers = request.app[TRANSFERS]
 
-    def fetch(text: str) -> None:  # the job's thread waits while the loop pulls
-        pull = pull_base_model(transfers, text, updates.put_nowait)
-        asyncio.run_coroutine_threadsafe(pull, loop).result()
+    job = CreateJob(state.store, lambda s: loop.call_soon_threadsafe(updates.put_nowait, s))
 
-    job = CreateJob(state.store, lambda s: loop.call_soon_threadsafe(updates.put_nowait, s), fetch)
-    task = loop.run_in_executor(_create_pool, job.run, req)
-    task.add_done_callback(lambda _: loop.call_soon_threadsafe(updates.put_nowait, None))
+    async def work() -> None:
+        base = await run_blocking(job.base_to_pull, req)
+        if base is not None:  # pulled here, on the loop: no job thread waits for it
+            await pull_base_model(transfers, base, updates.put_nowait)
+        await loop.run_in_executor(_create_pool, job.run, req)
+
+    task = asyncio.ensure_future(work())
+    task.add_done_callback(lambda _: updates.put_nowait(None))
     if not req.stream:
         await task  # errors surface with their own status through the middleware
         return json_response(StatusChunk("success"))

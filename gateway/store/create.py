@@ -2,7 +2,7 @@
 model, with template/system/parameters/messages/license/adapter layers and optional quantization.
 
 Runs in a worker thread (hashing, conversion and quantization block); progress goes out through a
-callback. Every file lands in the store through an atomic rename, so a create killed half way
+callback. A `from` model that must be pulled is pulled by the route first, on the event loop. Every file lands in the store through an atomic rename, so a create killed half way
 leaves only dot-files that start-up housekeeping removes.
 """
 
@@ -34,16 +34,14 @@ from herd.protocol.templates.go import GoTemplate, TemplateError
 from herd.worker.quantize import QuantizeError, canonical_quant_type, check_source, decode_line
 
 Progress = Callable[[StatusChunk], None]
-Fetch = Callable[[str], None]  # pulls a model that is not local, for `from`
 _TEXT_LAYERS = (TEMPLATE_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, PARAMS_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
                 LICENSE_MEDIA_TYPE)
 
 
 class CreateJob:
-    def __init__(self, store: ModelStore, progress: Progress, fetch: Fetch | None = None) -> None:
+    def __init__(self, store: ModelStore, progress: Progress) -> None:
         self.store = store
         self.progress = progress
-        self.fetch = fetch
         self._existing: set[str] = set()
         self.pin: Callable[[list[str]], None] = lambda digests: None
 
@@ -133,6 +131,30 @@ class CreateJob:
             update["adapters"] = adapters
         return msgspec.structs.replace(req, modelfile="", **update)
 
+    def base_to_pull(self, req: CreateRequest) -> str | None:
+        """The `from` model (or modelfile FROM) that is not in the store: the route pulls it on
+        the event loop before the job starts, so no job thread ever waits on a pull (a pull
+        needs pool threads itself; parked jobs would take them all)."""
+        text = req.from_
+        if req.modelfile:
+            try:
+                text = parse_modelfile(req.modelfile).from_
+            except ModelfileError:
+                return None  # the job reports it
+            if _blob_reference(text) is not None or _looks_like_path(text):
+                return None
+        if req.files or not text:
+            return None
+        try:
+            self.store.resolve(parse_name(text))
+        except InvalidName:
+            return None
+        except ModelNotFound:
+            return text
+        except NotFound:
+            return None
+        return None
+
     def _resolve_base(self, text: str):
         try:
             name = parse_name(text)
@@ -140,13 +162,8 @@ class CreateJob:
             raise BadRequest("invalid model name") from None
         try:
             return self.store.resolve(name)
-        except ModelNotFound:
-            if self.fetch is None:
-                raise NotFound(f'model "{text}" not found') from None
         except NotFound:
             raise NotFound(f'model "{text}" not found') from None
-        self.fetch(text)
-        return self.store.resolve(name)
 
     def _checked_files(self, files: dict[str, str]) -> dict[str, str]:
         """filename → blob path, after Ollama's checks."""
