@@ -29,7 +29,8 @@ _CHUNK = 1 << 20
 # be pid 1 in its own container, hence the host) sweep only their own leftovers or a dead
 # process's. A file of another host is left alone unless it is a day old.
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
-_OWNER = re.compile(r"^\.tmp-([A-Za-z0-9_-]+)\.(\d+)-")
+# A second dot: the quantizer's own partial output, `.<its temp name>.<hex>.partial`.
+_OWNER = re.compile(r"^\.\.?tmp-([A-Za-z0-9_-]+)\.(\d+)-")
 _FOREIGN_AGE = 24 * 3600
 
 

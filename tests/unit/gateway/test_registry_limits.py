@@ -44,3 +44,4 @@ def test_sweep_takes_own_and_dead_processes_files_only() -> None:
     assert not sweepable(".tmp-elsewhere.1-abc", now, now)
     assert sweepable(".tmp-elsewhere.1-abc", now - 2 * 86400, now)
     assert not sweepable(".tmp-abc", now, now) and sweepable(".tmp-abc", now - 2 * 86400, now)
+    assert sweepable(f".{mine}.gguf.0a1b.partial", now, now)  # the quantizer's own output
