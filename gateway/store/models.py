@@ -14,9 +14,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +25,7 @@ from herd.gateway.store.blobs import (BlobStore, InvalidDigest, atomic_write, fs
                                       normal_digest, parse_digest)
 from herd.gateway.errors import BadRequest, HerdError, ModelNotFound, NotFound
 from herd.gateway.store.gguf_meta import GGUFSummary, NotGGUF, format_parameter_size, read_summary
+from herd.gateway.store.pins import Pins
 from herd.gateway.store.manifest import (ADAPTER_MEDIA_TYPE, CONFIG_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
                               MESSAGES_MEDIA_TYPE, MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE,
                               PROJECTOR_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, Layer,
@@ -135,32 +134,11 @@ class ModelStore(BlobStore):
         self._entries: dict[tuple[str, float], ModelEntry] = {}
         # Manifest writes and deletes run in worker threads: reference counting must not race.
         self._lock = threading.RLock()
-        # Blobs a create or pull in flight has written or chosen, not yet named by a manifest
-        # on disk: a concurrent delete must not take them (normalised digests, counted).
-        self._pins: Counter[str] = Counter()
+        self.pins = Pins(root, self.blobs_dir)
 
-    @contextmanager
-    def pinning(self) -> Iterator[Callable[[Iterable[str]], None]]:
-        """`with store.pinning() as pin: pin(digests)`; the pins go when the block ends, after
-        the manifest that names them is written."""
-        held: list[str] = []
-
-        def pin(digests: Iterable[str]) -> None:
-            with self._lock:
-                for digest in digests:
-                    try:
-                        key = normal_digest(digest)
-                    except InvalidDigest:
-                        continue
-                    self._pins[key] += 1
-                    held.append(key)
-
-        try:
-            yield pin
-        finally:
-            with self._lock:
-                self._pins.subtract(held)
-                self._pins = +self._pins  # drops the zero counts
+    def pinning(self):
+        """`with store.pinning() as pin: pin(digests)` (see herd.gateway.store.pins)."""
+        return self.pins.holding()
 
     # -- manifests -------------------------------------------------------------------------
 
@@ -243,18 +221,22 @@ class ModelStore(BlobStore):
         return paths
 
     def _remove_unreferenced(self, candidates: set[str]) -> int:
-        referenced: set[str] = set()
-        for path in self._manifest_paths():
-            manifest = self._read_manifest(path)
-            if manifest is not None:
-                referenced |= _digests(manifest)
-        removed = 0
-        for digest in {normal_digest(d) for d in candidates} - referenced - set(self._pins):
-            try:
-                os.unlink(self.blob_path(digest))
-                removed += 1
-            except (OSError, BadRequest):
-                pass
+        # Under the gc lock, walk included: a create or pull elsewhere either still holds its
+        # pin here or has written the manifest this walk reads (pins.py).
+        with self.pins.gc_lock():
+            referenced: set[str] = set()
+            for path in self._manifest_paths():
+                manifest = self._read_manifest(path)
+                if manifest is not None:
+                    referenced |= _digests(manifest)
+            pinned = {f"sha256:{key}" for key in self.pins.pinned()}
+            removed = 0
+            for digest in {normal_digest(d) for d in candidates} - referenced - pinned:
+                try:
+                    os.unlink(self.blob_path(digest))
+                    removed += 1
+                except (OSError, BadRequest):
+                    pass
         return removed
 
     def _prune_empty_dirs(self, folder: str) -> None:

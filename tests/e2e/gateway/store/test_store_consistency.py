@@ -149,3 +149,59 @@ def test_pinned_blobs_survive_a_delete(tmp_path, tiny_gguf) -> None:
         store.create_from_gguf(parse_name("new"), digest)
     store.delete(parse_name("new"), "new")
     assert not store.has_blob(digest)  # unpinned and unreferenced: gone as before
+
+
+_HOLD_PIN = """
+import sys
+from herd.gateway.store.models import ModelStore
+store = ModelStore(sys.argv[1])
+with store.pinning() as pin:
+    pin([sys.argv[2]])
+    print("pinned", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_pin_of_another_process_on_the_store_holds_too(tmp_path, tiny_gguf) -> None:
+    """Two replicas share one store (compose.yaml): a pin taken in one is seen by a delete in
+    the other; once its process is gone the pin no longer counts."""
+    from herd.gateway.store.models import ModelStore
+    from herd.protocol.names import parse_name
+
+    root = str(tmp_path / "shared")
+    store = ModelStore(root)
+    digest = store.import_file(str(tiny_gguf))
+    store.create_from_gguf(parse_name("one"), digest)
+    store.create_from_gguf(parse_name("two"), digest)
+    other = subprocess.Popen([sys.executable, "-c", _HOLD_PIN, root, digest],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "pinned\n"
+        store.delete(parse_name("one"), "one")
+        other.kill()  # a crash: its marker file stays, but its process is dead
+        other.wait()
+        store.delete(parse_name("two"), "two")
+    finally:
+        if other.poll() is None:
+            other.kill()
+    assert not store.has_blob(digest)
+
+
+def test_a_pin_of_a_live_process_keeps_the_blob(tmp_path, tiny_gguf) -> None:
+    from herd.gateway.store.models import ModelStore
+    from herd.protocol.names import parse_name
+
+    root = str(tmp_path / "shared")
+    store = ModelStore(root)
+    digest = store.import_file(str(tiny_gguf))
+    store.create_from_gguf(parse_name("only"), digest)
+    other = subprocess.Popen([sys.executable, "-c", _HOLD_PIN, root, digest],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "pinned\n"
+        store.delete(parse_name("only"), "only")
+        assert store.has_blob(digest)
+    finally:
+        other.stdin.close()
+        other.wait()
+    assert not [p for p in os.listdir(os.path.join(root, "blobs")) if "-pin-" in p]
