@@ -19,6 +19,12 @@ class BadRequest(HerdError):
     status = 400
 
 
+class UnsupportedMediaType(HerdError):
+    """A JSON route sent a body of another type (a page's text/plain or form-data POST)."""
+
+    status = 415
+
+
 class NotFound(HerdError):
     status = 404
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -16,6 +17,12 @@ from herd.gateway.store.models import format_time, run_blocking
 from herd.gateway.registry.transfers import TRANSFERS
 from herd.protocol.api import (API_VERSION, CreateRequest, ErrorBody, PsResponse, RunnerStatus,
                                RunningModel, StatusChunk, TagsResponse, VersionResponse)
+
+# Create jobs get threads of their own: a conversion or quantization holds its thread for
+# minutes, and the default pool is what every route that reads the store (and every pull's DNS
+# lookup) needs. More creates than this wait their turn.
+CREATE_THREADS = 4
+_create_pool = ThreadPoolExecutor(CREATE_THREADS, thread_name_prefix="herd-create")
 
 routes = web.RouteTableDef()
 
@@ -89,13 +96,16 @@ async def create(request: web.Request) -> web.StreamResponse:
     updates: asyncio.Queue[StatusChunk | None] = asyncio.Queue()
     transfers = request.app[TRANSFERS]
 
-    def fetch(text: str) -> None:  # the job's thread waits while the loop pulls
-        pull = pull_base_model(transfers, text, updates.put_nowait)
-        asyncio.run_coroutine_threadsafe(pull, loop).result()
+    job = CreateJob(state.store, lambda s: loop.call_soon_threadsafe(updates.put_nowait, s))
 
-    job = CreateJob(state.store, lambda s: loop.call_soon_threadsafe(updates.put_nowait, s), fetch)
-    task = loop.run_in_executor(None, job.run, req)
-    task.add_done_callback(lambda _: loop.call_soon_threadsafe(updates.put_nowait, None))
+    async def work() -> None:
+        base = await run_blocking(job.base_to_pull, req)
+        if base is not None:  # pulled here, on the loop: no job thread waits for it
+            await pull_base_model(transfers, base, updates.put_nowait)
+        await loop.run_in_executor(_create_pool, job.run, req)
+
+    task = asyncio.ensure_future(work())
+    task.add_done_callback(lambda _: updates.put_nowait(None))
     if not req.stream:
         await task  # errors surface with their own status through the middleware
         return json_response(StatusChunk("success"))

@@ -55,16 +55,28 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def same_origin(origin: str, host_header: str) -> bool:
+    """gin-contrib/cors treats `Origin: http://<Host>` (a page the server itself served, or
+    fetch from it) as no CORS request at all."""
+    return bool(host_header) and origin in (f"http://{host_header}", f"https://{host_header}")
+
+
 def cors_middleware(settings: Settings):
     guard_hosts = _is_loopback(settings.host)
 
     @web.middleware
     async def middleware(request: web.Request, handler) -> web.StreamResponse:
-        if guard_hosts and not host_allowed(request.headers.get("Host", "")):
+        host = request.headers.get("Host", "")
+        if guard_hosts and not host_allowed(host):
             return web.Response(status=403)
-        if request.method == "OPTIONS":
-            origin = request.headers.get("Origin", "")
-            return web.Response(status=204 if origin_allowed(origin, settings.origins) else 403)
+        origin = request.headers.get("Origin") or None  # empty is none, as in gin
+        # Every method, not only preflights: a page may POST text/plain or a form without a
+        # preflight, and the browser sends its Origin; Ollama answers those 403 too.
+        if origin is not None and not same_origin(origin, host) and not origin_allowed(
+                origin, settings.origins):
+            return web.Response(status=403)
+        if request.method == "OPTIONS":  # no Origin: not a preflight any browser sends
+            return web.Response(status=204 if origin is not None else 403)
         return await handler(request)
 
     return middleware
@@ -75,7 +87,7 @@ def add_cors_headers(settings: Settings):
     headers go on at prepare time rather than after the handler returns."""
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-        origin = request.headers.get("Origin")
+        origin = request.headers.get("Origin") or None  # empty is none, as in gin
         if origin and origin_allowed(origin, settings.origins):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS

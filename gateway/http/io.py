@@ -8,7 +8,7 @@ from typing import TypeVar
 import msgspec
 from aiohttp import web
 
-from herd.gateway.errors import BadRequest
+from herd.gateway.errors import BadRequest, UnsupportedMediaType
 from herd.gateway.http.nulls import decode_request
 
 T = TypeVar("T")
@@ -17,7 +17,27 @@ _json = msgspec.json.Encoder()
 NDJSON = "application/x-ndjson"
 
 
+# What a JSON route reads. Ollama reads any body as JSON; Herd refuses the types a web page can
+# send without a CORS preflight (text/plain, multipart/form-data) and anything else that is
+# not JSON. Form-urlencoded stays: it is what `curl -d` sends, and a page sending it carries an
+# Origin that the CORS middleware already refuses.
+_JSON_TYPES = ("application/json", "application/x-ndjson", "application/x-www-form-urlencoded")
+
+
+def check_json_content_type(request: web.Request) -> None:
+    # The raw header: aiohttp reports a missing one as application/octet-stream.
+    header = request.headers.get("Content-Type")
+    if header is None:
+        return
+    media_type = header.split(";", 1)[0].strip().lower()
+    if media_type in _JSON_TYPES or (media_type.startswith("application/")
+                                     and media_type.endswith("+json")):
+        return
+    raise UnsupportedMediaType(f"unsupported content type {media_type!r}: send application/json")
+
+
 async def decode_body(request: web.Request, type_: type[T]) -> T:
+    check_json_content_type(request)
     body = await request.read()
     if not body.strip():
         raise BadRequest("missing request body")

@@ -27,6 +27,9 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60
 
 UNMATCHED = "unmatched"  # the router found no route: one label, not one per probed URL
 CLIENT_GONE = 499  # nginx's code for a client that closed the connection before the answer
+# aiohttp accepts any token as a method: a label per invented one would grow without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 class SchedulerCollector(Collector):
@@ -117,6 +120,8 @@ class GatewayMetrics:
         self.generated_tokens.labels(model).inc(final.eval_tokens)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
         self.requests.labels(method, route, str(status)).inc()
         self.request_duration.labels(route).observe(seconds)
 

@@ -89,7 +89,7 @@ async def chat(request: web.Request, state: GatewayState, call: ChatCall, framin
     if call.strict_roles:
         check_roles(call.messages)
     for message in call.messages:
-        check_images(message.images, entry)
+        await check_images(message.images, entry)
     submit = chat_submit(next(state.request_ids), entry, sampling, call.messages, tools,
                          think, truncate=call.truncate, shift=call.shift,
                          logprobs=call.logprobs or call.top_logprobs > 0,

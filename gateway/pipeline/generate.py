@@ -65,7 +65,7 @@ async def generate(request: web.Request, state: GatewayState, call: GenerateCall
         raise BadRequest("raw mode does not support template, system, or context")
     if call.suffix and "insert" not in entry.capabilities:
         raise BadRequest(f"{model_name_or_400(call.model).full} does not support insert")
-    check_images(call.images, entry)
+    await check_images(call.images, entry)
     think = think_setting(call.think, call.model, entry)
     keep_alive = request_keep_alive(call.keep_alive, state.settings)
     options = merge_options(entry.params, *call.options)

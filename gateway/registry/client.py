@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 import aiohttp
 import msgspec
@@ -26,12 +26,14 @@ from msgspec import Struct
 from yarl import URL
 
 from herd.gateway.errors import BadRequest, ManifestNotFound, RegistryError, RegistryUnreachable
+from herd.gateway.registry.limits import (MAX_MANIFEST, MAX_REDIRECTS, MAX_TOKEN, REDIRECTS,
+                                          check_hop, read_limited, read_snippet, same_host,
+                                          small_timeout, transfer_timeout)
 from herd.gateway.store.manifest import MANIFEST_MEDIA_TYPE
 from herd.protocol.names import ModelName
 from herd.gateway.store.models import model_name_or_400
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
-_ERROR_BODY_LIMIT = 512
 # The errors that mean "the registry could not be talked to" (refused, DNS, TLS, timeouts).
 NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError, OSError)
 
@@ -88,31 +90,51 @@ class RegistryClient:
         self._token = ""
 
     async def _send(self, method: str, url: str, headers: dict[str, str], body: Body,
-                    what: str) -> aiohttp.ClientResponse:
-        headers = {"User-Agent": self.user_agent, **headers}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        data = body() if callable(body) else body
-        try:
-            # encoded: an upload Location's `_state` query must go back byte for byte.
-            return await self.session.request(method, URL(url, encoded=True), headers=headers,
-                                              data=data)
-        except NETWORK_ERRORS as e:
-            raise RegistryUnreachable(f'{what}: {method} "{url}": {describe(e)}') from e
+                    what: str, timeout: aiohttp.ClientTimeout,
+                    foreign_ok: bool) -> aiohttp.ClientResponse:
+        """One request, its redirects followed here (never by aiohttp) so that each hop is
+        checked (limits.check_hop) and the token only ever goes to the registry's host."""
+        base = self.target.base_url
+        for _ in range(MAX_REDIRECTS + 1):
+            sent = {"User-Agent": self.user_agent, **headers}
+            if self._token and same_host(url, base):
+                sent["Authorization"] = f"Bearer {self._token}"
+            data = body() if callable(body) else body
+            try:
+                # encoded: an upload Location's `_state` query must go back byte for byte.
+                response = await self.session.request(
+                    method, URL(url, encoded=True), headers=sent, data=data, timeout=timeout,
+                    allow_redirects=False)
+            except NETWORK_ERRORS as e:
+                raise RegistryUnreachable(f'{what}: {method} "{url}": {describe(e)}') from e
+            location = response.headers.get("Location", "")
+            if (response.status not in REDIRECTS or method not in ("GET", "HEAD")
+                    or not location):
+                return response
+            response.release()
+            next_url = urljoin(url, location)
+            check_hop(next_url, base, url, foreign_ok=foreign_ok, what=what)
+            url = next_url
+        raise RegistryError(f"{what}: more than {MAX_REDIRECTS} redirects")
 
     @asynccontextmanager
     async def request(self, method: str, url: str, *, what: str,
-                      headers: dict[str, str] | None = None,
-                      body: Body = None) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A request answered once more with a token when the registry challenges it."""
+                      headers: dict[str, str] | None = None, body: Body = None,
+                      timeout: aiohttp.ClientTimeout | None = None,
+                      foreign_ok: bool = False) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A request answered once more with a token when the registry challenges it.
+        `foreign_ok`: redirects may lead to a storage host the registry names (blobs)."""
         headers = headers or {}
-        response = await self._send(method, url, headers, body, what)
+        timeout = timeout or small_timeout()
+        response = await self._send(method, url, headers, body, what, timeout, foreign_ok)
         try:
             challenge = response.headers.get("WWW-Authenticate", "")
-            if response.status == 401 and challenge.lower().startswith("bearer "):
+            if (response.status == 401 and challenge.lower().startswith("bearer ")
+                    and same_host(str(response.url), self.target.base_url)):
                 response.release()
                 self._token = await self._fetch_token(challenge, what)
-                response = await self._send(method, url, headers, body, what)
+                response = await self._send(method, url, headers, body, what, timeout,
+                                            foreign_ok)
             yield response
         finally:
             response.release()
@@ -120,10 +142,9 @@ class RegistryClient:
     async def _fetch_token(self, challenge: str, what: str) -> str:
         params = dict(_CHALLENGE_PARAM.findall(challenge))
         realm = params.pop("realm", "")
-        realm_host = urlsplit(realm).hostname or ""
         # As Ollama: a token is only asked of the registry's own host (any port: token services
         # usually run beside the registry).
-        if realm_host.lower() != (urlsplit(self.target.base_url).hostname or "").lower():
+        if not same_host(realm, self.target.base_url):
             raise RegistryError(f"unauthorized: token endpoint {realm!r} does not match the "
                                 f"registry host {self.target.name.host!r}")
         query = {key: params[key] for key in ("service", "scope") if key in params}
@@ -131,11 +152,13 @@ class RegistryClient:
         query["nonce"] = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
         url = f"{realm}{'&' if '?' in realm else '?'}{urlencode(query)}"
         try:
-            async with self.session.get(url, headers={"User-Agent": self.user_agent}) as reply:
-                body = await reply.read()
+            async with self.session.get(url, headers={"User-Agent": self.user_agent},
+                                        timeout=small_timeout(),
+                                        allow_redirects=False) as reply:
                 if reply.status != 200:
                     raise RegistryError(f"unauthorized: token request answered {reply.status}: "
-                                        f"{_snippet(body)}")
+                                        f"{_snippet(await read_snippet(reply))}")
+                body = await read_limited(reply, MAX_TOKEN, "unauthorized: token")
         except NETWORK_ERRORS as e:
             raise RegistryUnreachable(f'{what}: GET "{realm}": {describe(e)}') from e
         try:
@@ -149,7 +172,7 @@ class RegistryClient:
         if response.status in (401, 403):
             return RegistryError("unauthorized: access denied")
         try:
-            body = await response.read()
+            body = await read_snippet(response)
         except NETWORK_ERRORS:
             body = b""
         return RegistryError(f"{what}: {response.status}: {_snippet(body)}")
@@ -167,17 +190,18 @@ class RegistryClient:
             if response.status != 200:
                 raise await self.error(response, what)
             try:
-                return await response.read()
+                return await read_limited(response, MAX_MANIFEST, what)
             except NETWORK_ERRORS as e:
                 raise RegistryUnreachable(f'{what}: GET "{url}": {describe(e)}') from e
 
-    def blob(self, digest: str,
-             offset: int) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        """GET a blob from `offset` on; redirects are followed (aiohttp drops the token when
-        one leaves the registry's host, for a CDN)."""
+    def blob(self, digest: str, offset: int,
+             size: int) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """GET a blob from `offset` on, within a total time for its size; redirects may lead to
+        the storage host the registry names (a CDN), where no token goes."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         return self.request("GET", self.target.url(f"blobs/{digest}"), headers=headers,
-                            what=f"pull blob {digest}")
+                            what=f"pull blob {digest}", foreign_ok=True,
+                            timeout=transfer_timeout(size - offset))
 
     async def has_blob(self, digest: str) -> bool:
         what = f"push blob {digest}"
@@ -194,7 +218,7 @@ class RegistryClient:
         async with self.request("POST", url, what=what, body=b"") as response:
             if response.status != 202:
                 raise await self.error(response, what)
-            return next_location(response, url)
+            return next_location(response, url, self.target.base_url)
 
     async def put_manifest(self, raw: bytes, media_type: str) -> None:
         what = "push model manifest"
@@ -205,12 +229,15 @@ class RegistryClient:
                 raise await self.error(response, what)
 
 
-def next_location(response: aiohttp.ClientResponse, url: str) -> str:
-    """Where an upload goes on: Docker-Upload-Location, else Location, relative to `url`."""
+def next_location(response: aiohttp.ClientResponse, url: str, base_url: str) -> str:
+    """Where an upload goes on: Docker-Upload-Location, else Location, relative to `url`; only
+    ever on the registry's own host (the token goes there)."""
     location = response.headers.get("Docker-Upload-Location") or response.headers.get("Location")
     if not location:
         raise RegistryError(f"the registry gave no upload location for {url}")
-    return urljoin(url, location)
+    target = urljoin(url, location)
+    check_hop(target, base_url, url, foreign_ok=False, what="push upload location")
+    return target
 
 
 def with_query(url: str, **params: str) -> str:
@@ -219,4 +246,4 @@ def with_query(url: str, **params: str) -> str:
 
 
 def _snippet(body: bytes) -> str:
-    return body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
+    return body.decode("utf-8", "replace").strip()

@@ -35,8 +35,8 @@ class _Transient(Exception):
 class BlobSource(Protocol):
     """What a download needs of a registry client: a blob from an offset on."""
 
-    def blob(self, digest: str,
-             offset: int) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
+    def blob(self, digest: str, offset: int,
+             size: int) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
 
     async def error(self, response: aiohttp.ClientResponse, what: str) -> RegistryError: ...
 
@@ -151,7 +151,7 @@ class BlobDownloads:
         if offset == download.total:
             return hasher
         try:
-            async with source.blob(download.digest, offset) as response:
+            async with source.blob(download.digest, offset, download.total) as response:
                 if response.status >= 500:
                     raise _Transient(f"{response.status} from {response.url}")
                 if response.status == 200 and offset:  # the registry ignored Range: start over

@@ -4,15 +4,17 @@ file, with Ollama's progress statuses."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
 
-from herd.gateway.store.blobs import parse_digest
+from herd.gateway.store.blobs import normal_digest, parse_digest
 from herd.gateway.errors import (DigestMismatch, ManifestNotFound, NotFound, RegistryError, RegistryUnreachable)
 from herd.gateway.store.manifest import Layer, Manifest
 from herd.gateway.registry.client import RegistryClient, registry_target
-from herd.gateway.store.models import run_blocking
+from herd.gateway.store.models import ModelStore, run_blocking
 from herd.gateway.registry.transfers import Transfers, progress_of
 from herd.protocol.api import StatusChunk
 
@@ -26,6 +28,8 @@ def decode_manifest(raw: bytes, what: str) -> Manifest:
         raise RegistryError(f"{what}: invalid manifest: {e}") from None
     for layer in (manifest.config, *manifest.layers):
         parse_digest(layer.digest)  # a digest is a file name: nothing else gets near the disk
+        if layer.size < 0:
+            raise RegistryError(f"{what}: invalid manifest: negative layer size")
     return manifest
 
 
@@ -34,8 +38,8 @@ def unique_layers(manifest: Manifest) -> list[Layer]:
     seen: set[str] = set()
     layers = []
     for layer in (*manifest.layers, manifest.config):
-        if layer.digest not in seen:
-            seen.add(layer.digest)
+        if (key := normal_digest(layer.digest)) not in seen:  # sha256:ABC… is sha256:abc…
+            seen.add(key)
             layers.append(layer)
     return layers
 
@@ -52,24 +56,51 @@ async def pull_model(transfers: Transfers, text: str,
     yield StatusChunk("pulling manifest")
     raw = await client.manifest()
     manifest = decode_manifest(raw, "pull model manifest")
-    mismatches: list[DigestMismatch] = []
-    for layer in unique_layers(manifest):
-        try:
-            async for chunk in _pull_blob(transfers, client, layer):
-                yield chunk
-        except DigestMismatch as e:  # reported after every download, as Ollama verifies
-            mismatches.append(e)
-    yield StatusChunk("verifying sha256 digest")
-    if mismatches:
-        raise mismatches[0]
     store = transfers.store
-    if missing := [layer.digest for layer in unique_layers(manifest)
-                   if not store.has_blob(layer.digest)]:
-        raise RegistryError(f"blob {missing[0]} vanished from the store during the pull")
-    yield StatusChunk("writing manifest")
-    if await run_blocking(store.write_manifest_bytes, target.name, raw):
+    layers = unique_layers(manifest)
+    # Pinned until the manifest is written: a delete of a model sharing a blob must not take it
+    # between its download (or the check that it is there) and the manifest naming it.
+    with store.pinning() as pin:
+        pin([layer.digest for layer in layers])
+        check_free_space(store, layers)
+        mismatches: list[DigestMismatch] = []
+        for layer in layers:
+            try:
+                async for chunk in _pull_blob(transfers, client, layer):
+                    yield chunk
+            except DigestMismatch as e:  # reported after every download, as Ollama verifies
+                mismatches.append(e)
+        yield StatusChunk("verifying sha256 digest")
+        if mismatches:
+            raise mismatches[0]
+        if missing := [layer.digest for layer in layers if not store.has_blob(layer.digest)]:
+            raise RegistryError(f"blob {missing[0]} vanished from the store during the pull")
+        yield StatusChunk("writing manifest")
+        replaced = await run_blocking(store.write_manifest_bytes, target.name, raw)
+    if replaced:
         yield StatusChunk("removing unused layers")
     yield StatusChunk("success")
+
+
+DISK_MARGIN = 64 << 20  # left free beside the blobs, for manifests and the store's temp files
+
+
+def check_free_space(store: ModelStore, layers: list[Layer]) -> None:
+    """A manifest's sizes are the registry's word: layers that cannot fit on the disk are
+    refused before a byte is written, rather than filling it (what a partial file holds
+    already is not needed again)."""
+    need = 0
+    for layer in layers:
+        if not store.has_blob(layer.digest):
+            try:
+                have = os.path.getsize(store.partial_path(layer.digest))
+            except OSError:
+                have = 0
+            need += max(0, layer.size - have)
+    free = shutil.disk_usage(store.blobs_dir).free
+    if need + DISK_MARGIN > free:
+        raise RegistryError(f"insufficient disk space: the model needs {need} bytes, "
+                            f"{free} are free")
 
 
 async def _pull_blob(transfers: Transfers, client: RegistryClient,

@@ -7,9 +7,11 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urljoin
 
 from herd.gateway.errors import ModelNotFound, RegistryUnreachable
 from herd.gateway.store.manifest import Layer
+from herd.gateway.registry.limits import check_hop, transfer_timeout
 from herd.gateway.registry.pull import blob_status, decode_manifest, unique_layers
 from herd.gateway.registry.client import (NETWORK_ERRORS, RegistryClient, describe, next_location, registry_target, with_query)
 from herd.gateway.store.models import run_blocking
@@ -92,18 +94,24 @@ class _Upload:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length),
                    "Content-Range": f"{offset}-{offset + length - 1}", "X-Redirect-Uploads": "1"}
         async with self.client.request("PATCH", location, what=self.what, headers=headers,
-                                       body=lambda: self._body(offset, length)) as response:
+                                       body=lambda: self._body(offset, length),
+                                       timeout=transfer_timeout(length)) as response:
             if response.status == 307:  # the part goes to storage; the upload goes on here
-                await self._put_part(response.headers.get("Location", ""), offset, length)
+                await self._put_part(urljoin(location, response.headers.get("Location", "")),
+                                     location, offset, length)
             elif response.status not in (202, 204):
                 raise await self.client.error(response, self.what)
-            return next_location(response, location)
+            return next_location(response, location, self.client.target.base_url)
 
-    async def _put_part(self, url: str, offset: int, length: int) -> None:
-        # A storage URL is signed already: no registry token goes there.
+    async def _put_part(self, url: str, location: str, offset: int, length: int) -> None:
+        # A storage URL is signed already: no registry token goes there, and it is followed no
+        # further than the host the registry named.
+        check_hop(url, self.client.target.base_url, location, foreign_ok=True, what=self.what)
         try:
             async with self.client.session.put(url, data=self._body(offset, length),
-                                               headers={"Content-Length": str(length)}) as reply:
+                                               headers={"Content-Length": str(length)},
+                                               timeout=transfer_timeout(length),
+                                               allow_redirects=False) as reply:
                 if reply.status >= 400:
                     raise await self.client.error(reply, self.what)
         except NETWORK_ERRORS as e:

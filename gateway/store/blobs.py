@@ -7,18 +7,55 @@ here too; the manifests (herd.gateway.store.models) write through them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator
 
 from herd.gateway.errors import BadRequest
 from herd.gateway.store.manifest import Layer
 
+log = logging.getLogger("herd.store")
+
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 _CHUNK = 1 << 20
+# Temp files carry who made them, `.tmp-<host>.<pid>-...`: replicas sharing one store (each may
+# be pid 1 in its own container, hence the host) sweep only their own leftovers or a dead
+# process's. A file of another host is left alone unless it is a day old.
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+# A second dot: the quantizer's own partial output, `.<its temp name>.<hex>.partial`.
+_OWNER = re.compile(r"^\.\.?tmp-([A-Za-z0-9_-]+)\.(\d+)-")
+_FOREIGN_AGE = 24 * 3600
+
+
+def temp_prefix(kind: str = "") -> str:
+    """The prefix of every temp file or folder this process makes in the store."""
+    return f".tmp-{_HOST}.{os.getpid()}-{kind}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweepable(fname: str, mtime: float, now: float) -> bool:
+    """A dot-file in blobs/ that no live process of this host is still writing."""
+    match = _OWNER.match(fname)
+    if match is None or match.group(1) != _HOST:  # an older gateway's or another host's
+        return now - mtime > _FOREIGN_AGE
+    pid = int(match.group(2))
+    return pid == os.getpid() or not _pid_alive(pid)
 
 
 class InvalidDigest(BadRequest):
@@ -34,6 +71,11 @@ def parse_digest(digest: str) -> str:
     return m.group(1).lower()
 
 
+def normal_digest(digest: str) -> str:
+    """The one spelling digests are compared in: `sha256:<lower-case hex>`."""
+    return f"sha256:{parse_digest(digest)}"
+
+
 def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -45,7 +87,7 @@ def fsync_dir(path: str) -> None:
 def atomic_write(path: str, data: bytes) -> None:
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -87,26 +129,29 @@ class BlobStore:
         fsync_dir(self.blobs_dir)
 
     async def write_blob(self, digest: str, chunks: AsyncIterator[bytes]) -> None:
-        """Streams a blob to a temp file while hashing; only a verified blob gets its name."""
+        """Streams a blob to a temp file while hashing; only a verified blob gets its name.
+        Writes, hashing (hashlib drops the GIL) and the fsyncs run in threads, never on the
+        event loop."""
         final = self.blob_path(digest)
         expected = parse_digest(digest)
-        fd, tmp = tempfile.mkstemp(dir=self.blobs_dir, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=self.blobs_dir, prefix=temp_prefix())
         hasher = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as f:
                 async for chunk in chunks:
-                    hasher.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+                    await asyncio.to_thread(_write_and_hash, f, chunk, hasher)
+                await asyncio.to_thread(_flush_and_sync, f)
             got = hasher.hexdigest()
             if got != expected:
                 raise BadRequest(f'digest mismatch, expected "sha256:{expected}", got "sha256:{got}"')
-            os.replace(tmp, final)
-            fsync_dir(self.blobs_dir)
+            await asyncio.to_thread(self._rename_into_place, tmp, final)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def _rename_into_place(self, tmp: str, final: str) -> None:
+        os.replace(tmp, final)
+        fsync_dir(self.blobs_dir)
 
     def write_bytes_blob(self, data: bytes) -> Layer:
         digest = hashlib.sha256(data).hexdigest()
@@ -119,7 +164,7 @@ class BlobStore:
         """Copies a local file into the blobs (verified) and returns its digest."""
         if digest_hex and os.path.isfile(os.path.join(self.blobs_dir, f"sha256-{digest_hex}")):
             return f"sha256:{digest_hex}"
-        fd, tmp = tempfile.mkstemp(dir=self.blobs_dir, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=self.blobs_dir, prefix=temp_prefix())
         hasher = hashlib.sha256()
         try:
             with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
@@ -152,14 +197,33 @@ class BlobStore:
 
     def remove_partial_files(self) -> None:
         """Start-up housekeeping: dot-files in blobs/ (temp files, conversion folders, partial
-        quantizations) are what a crash leaves; no real blob starts with a dot."""
+        quantizations) are what a crash leaves; no real blob starts with a dot. Only this
+        process's own, or a dead one's, go (see sweepable)."""
+        now = time.time()
         for fname in os.listdir(self.blobs_dir):
-            if fname.startswith("."):
-                path = os.path.join(self.blobs_dir, fname)
-                if os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+            if not fname.startswith("."):
+                continue
+            path = os.path.join(self.blobs_dir, fname)
+            try:
+                if not sweepable(fname, os.lstat(path).st_mtime, now):
+                    continue
+            except OSError:
+                continue
+            log.debug("removing leftover %s", fname)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
+def _write_and_hash(f, chunk: bytes, hasher) -> None:
+    f.write(chunk)
+    hasher.update(chunk)
+
+
+def _flush_and_sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())

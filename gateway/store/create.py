@@ -2,7 +2,7 @@
 model, with template/system/parameters/messages/license/adapter layers and optional quantization.
 
 Runs in a worker thread (hashing, conversion and quantization block); progress goes out through a
-callback. Every file lands in the store through an atomic rename, so a create killed half way
+callback. A `from` model that must be pulled is pulled by the route first, on the event loop. Every file lands in the store through an atomic rename, so a create killed half way
 leaves only dot-files that start-up housekeeping removes.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from herd.gateway.store.blobs import parse_digest
+from herd.gateway.store.blobs import parse_digest, temp_prefix
 from herd.gateway.errors import BadRequest, HerdError, ModelNotFound, NotFound
 from herd.gateway.store.gguf_meta import GGUF_MAGIC, NotGGUF, read_summary
 from herd.gateway.store.manifest import (ADAPTER_MEDIA_TYPE, LICENSE_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
@@ -33,22 +34,28 @@ from herd.protocol.templates.go import GoTemplate, TemplateError
 from herd.worker.quantize import QuantizeError, canonical_quant_type, check_source, decode_line
 
 Progress = Callable[[StatusChunk], None]
-Fetch = Callable[[str], None]  # pulls a model that is not local, for `from`
 _TEXT_LAYERS = (TEMPLATE_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, PARAMS_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
                 LICENSE_MEDIA_TYPE)
 
 
 class CreateJob:
-    def __init__(self, store: ModelStore, progress: Progress, fetch: Fetch | None = None) -> None:
+    def __init__(self, store: ModelStore, progress: Progress) -> None:
         self.store = store
         self.progress = progress
-        self.fetch = fetch
         self._existing: set[str] = set()
+        self.pin: Callable[[list[str]], None] = lambda digests: None
+
+    def run(self, req: CreateRequest) -> None:
+        """Every blob the new manifest names is pinned from the moment it is chosen until the
+        manifest is on disk, so a concurrent delete of a model sharing it cannot take it."""
+        with self.store.pinning() as pin:
+            self.pin = pin
+            self._run(req)
 
     def status(self, text: str) -> None:
         self.progress(StatusChunk(text))
 
-    def run(self, req: CreateRequest) -> None:
+    def _run(self, req: CreateRequest) -> None:
         name = model_name_or_400(req.model or req.name)
         if req.modelfile:
             req = self._apply_modelfile(req)
@@ -59,6 +66,7 @@ class CreateJob:
             model_layer = self._model_from_files(req.files)
         elif req.from_:
             base = self._resolve_base(req.from_)
+            self.pin([layer.digest for layer in (base.manifest.config, *base.manifest.layers)])
             # Layers taken from a model name it in `from`, as Ollama's parseFromModel does
             # (server/model.go): the model layer's is /api/show's details.parent_model.
             layers_from = [msgspec.structs.replace(layer, from_=base.name.display)
@@ -79,7 +87,10 @@ class CreateJob:
                    (*_TEXT_LAYERS, ADAPTER_MEDIA_TYPE)]
         layers += self._text_layers(req, inherited, base_params)
         summary = read_summary(self.store.blob_path(model_layer.digest))
-        config = self.store.write_config(summary)
+        config = self.store.write_config(summary, self.pin)
+        if missing := [layer.digest for layer in (config, *layers)
+                       if not self.store.has_blob(layer.digest)]:
+            raise HerdError(f"blob {missing[0]} was removed while the model was created")
         for layer in layers:
             known = f"sha256-{parse_digest(layer.digest)}" in self._existing
             verb = "using existing" if known else "creating new"
@@ -102,14 +113,47 @@ class CreateJob:
             "messages": req.messages or mf.messages or None,
             "license": req.license or mf.licenses or None,
         }
-        if os.path.isfile(mf.from_):  # FROM ./model.gguf on the server's disk
-            update["files"] = {os.path.basename(mf.from_): self.store.import_file(mf.from_)}
+        # The server reads none of its own files for a request: FROM and ADAPTER name a blob
+        # (uploaded with POST /api/blobs) or a model, and a path gets one answer whether or
+        # not it exists, so the error is no oracle for the server's disk.
+        if (digest := _blob_reference(mf.from_)) is not None:
+            update["files"] = {"model.gguf": digest}
+        elif _looks_like_path(mf.from_):
+            raise BadRequest(NO_SERVER_PATHS)
         else:
             update["from_"] = mf.from_
         if mf.adapters:
-            update["adapters"] = {os.path.basename(a): self.store.import_file(a) for a in mf.adapters
-                                  if os.path.isfile(a)}
+            adapters = {}
+            for i, text in enumerate(mf.adapters):
+                if (digest := _blob_reference(text)) is None:
+                    raise BadRequest(NO_SERVER_PATHS)
+                adapters[f"adapter{i}.gguf"] = digest
+            update["adapters"] = adapters
         return msgspec.structs.replace(req, modelfile="", **update)
+
+    def base_to_pull(self, req: CreateRequest) -> str | None:
+        """The `from` model (or modelfile FROM) that is not in the store: the route pulls it on
+        the event loop before the job starts, so no job thread ever waits on a pull (a pull
+        needs pool threads itself; parked jobs would take them all)."""
+        text = req.from_
+        if req.modelfile:
+            try:
+                text = parse_modelfile(req.modelfile).from_
+            except ModelfileError:
+                return None  # the job reports it
+            if _blob_reference(text) is not None or _looks_like_path(text):
+                return None
+        if req.files or not text:
+            return None
+        try:
+            self.store.resolve(parse_name(text))
+        except InvalidName:
+            return None
+        except ModelNotFound:
+            return text
+        except NotFound:
+            return None
+        return None
 
     def _resolve_base(self, text: str):
         try:
@@ -118,13 +162,8 @@ class CreateJob:
             raise BadRequest("invalid model name") from None
         try:
             return self.store.resolve(name)
-        except ModelNotFound:
-            if self.fetch is None:
-                raise NotFound(f'model "{text}" not found') from None
         except NotFound:
             raise NotFound(f'model "{text}" not found') from None
-        self.fetch(text)
-        return self.store.resolve(name)
 
     def _checked_files(self, files: dict[str, str]) -> dict[str, str]:
         """filename → blob path, after Ollama's checks."""
@@ -133,6 +172,7 @@ class CreateJob:
             if os.path.isabs(filename) or ".." in filename.replace("\\", "/").split("/"):
                 raise BadRequest("file path must be relative")
             parse_digest(digest)
+            self.pin([digest])
             if not self.store.has_blob(digest):
                 raise BadRequest(f'blob "{digest}" not found')
             paths[filename] = self.store.blob_path(digest)
@@ -162,7 +202,7 @@ class CreateJob:
         from herd.gateway.store.convert import ConversionError, convert_safetensors
 
         self.status("converting model")
-        workdir = tempfile.mkdtemp(prefix=".tmp-convert-", dir=self.store.blobs_dir)
+        workdir = tempfile.mkdtemp(prefix=temp_prefix("convert-"), dir=self.store.blobs_dir)
         try:
             src = os.path.join(workdir, "src")
             for filename, blob in paths.items():
@@ -180,6 +220,7 @@ class CreateJob:
         return self._model_layer(digest)
 
     def _model_layer(self, digest: str) -> Layer:
+        self.pin([digest])
         return Layer(MODEL_MEDIA_TYPE, f"sha256:{parse_digest(digest)}",
                      os.path.getsize(self.store.blob_path(digest)))
 
@@ -196,7 +237,8 @@ class CreateJob:
             check_source(source_type)
         except QuantizeError as e:
             raise BadRequest(str(e)) from e
-        fd, dst = tempfile.mkstemp(prefix=".tmp-quantize-", suffix=".gguf", dir=self.store.blobs_dir)
+        fd, dst = tempfile.mkstemp(prefix=temp_prefix("quantize-"), suffix=".gguf",
+                                   dir=self.store.blobs_dir)
         os.close(fd)
         status = f"quantizing {source_type} model to {target}"
         proc = subprocess.Popen([sys.executable, "-m", "herd.worker.quantize", src, dst, target],
@@ -235,6 +277,9 @@ class CreateJob:
 
     # -- text layers ------------------------------------------------------------------------
 
+    def _text(self, media_type: str, data: bytes) -> Layer:
+        return self.store.text_layer(media_type, data, self.pin)
+
     def _text_layers(self, req: CreateRequest, inherited: list[Layer],
                      base_params: Options | None) -> list[Layer]:
         def inherit(media_type: str) -> list[Layer]:
@@ -246,24 +291,43 @@ class CreateJob:
                 GoTemplate(req.template)  # Ollama refuses a template it cannot parse
             except TemplateError as e:
                 raise BadRequest(str(e)) from e
-        layers += [self.store.text_layer(TEMPLATE_MEDIA_TYPE, req.template.encode())] \
+        layers += [self._text(TEMPLATE_MEDIA_TYPE, req.template.encode())] \
             if req.template is not None else inherit(TEMPLATE_MEDIA_TYPE)
-        layers += [self.store.text_layer(SYSTEM_MEDIA_TYPE, req.system.encode())] \
+        layers += [self._text(SYSTEM_MEDIA_TYPE, req.system.encode())] \
             if req.system is not None else inherit(SYSTEM_MEDIA_TYPE)
         if req.parameters:
             try:
                 params = merge_options(base_params, options_from_mapping(req.parameters))
             except ModelfileError as e:
                 raise BadRequest(str(e)) from e
-            layers.append(self.store.text_layer(PARAMS_MEDIA_TYPE, msgspec.json.encode(params)))
+            layers.append(self._text(PARAMS_MEDIA_TYPE, msgspec.json.encode(params)))
         else:
             layers += inherit(PARAMS_MEDIA_TYPE)
-        layers += [self.store.text_layer(MESSAGES_MEDIA_TYPE, msgspec.json.encode(req.messages))] \
+        layers += [self._text(MESSAGES_MEDIA_TYPE, msgspec.json.encode(req.messages))] \
             if req.messages else inherit(MESSAGES_MEDIA_TYPE)
         licenses = [req.license] if isinstance(req.license, str) else (req.license or [])
-        layers += [self.store.text_layer(LICENSE_MEDIA_TYPE, text.encode()) for text in licenses] \
+        layers += [self._text(LICENSE_MEDIA_TYPE, text.encode()) for text in licenses] \
             if licenses else inherit(LICENSE_MEDIA_TYPE)
         return layers
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+NO_SERVER_PATHS = ("the modelfile form names blobs (sha256:<hex>, uploaded with POST /api/blobs) "
+                   "or models, never files on the server: send 'files' and 'adapters' instead")
+
+
+def _blob_reference(text: str) -> str | None:
+    """`sha256:<hex>`, `sha256-<hex>` or `@sha256:<hex>`: a blob of the store."""
+    try:
+        return f"sha256:{parse_digest(text.strip().removeprefix('@'))}"
+    except BadRequest:
+        return None
+
+
+def _looks_like_path(text: str) -> bool:
+    text = text.strip()
+    return (text.startswith(("/", ".", "~")) or "\\" in text or _DRIVE.match(text) is not None
+            or text.lower().endswith((".gguf", ".bin", ".safetensors")))
 
 
 def _is_gguf(path: str) -> bool:

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 
+from herd.gateway.store.blobs import temp_prefix
 from herd.gateway.store.models import ModelStore
 from herd.protocol.api import Options
 from herd.protocol.names import ModelName, parse_name
@@ -95,7 +96,7 @@ def _import_gemma3(store: ModelStore, name: ModelName) -> None:
 
 def _assemble_into(blobs_dir: str, chunks: list, expected: str) -> None:
     # Concatenate the chunks straight into the store, hashing on the way: one copy, verified.
-    fd, tmp = tempfile.mkstemp(dir=blobs_dir, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=blobs_dir, prefix=temp_prefix())
     hasher = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -20,9 +21,11 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from herd.gateway.store.blobs import BlobStore, atomic_write, fsync_dir, parse_digest
-from herd.gateway.errors import BadRequest, ModelNotFound, NotFound
+from herd.gateway.store.blobs import (BlobStore, InvalidDigest, atomic_write, fsync_dir,
+                                      normal_digest, parse_digest)
+from herd.gateway.errors import BadRequest, HerdError, ModelNotFound, NotFound
 from herd.gateway.store.gguf_meta import GGUFSummary, NotGGUF, format_parameter_size, read_summary
+from herd.gateway.store.pins import Pins
 from herd.gateway.store.manifest import (ADAPTER_MEDIA_TYPE, CONFIG_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
                               MESSAGES_MEDIA_TYPE, MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE,
                               PROJECTOR_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, Layer,
@@ -31,6 +34,7 @@ from herd.protocol.names import InvalidName, ModelName, parse_name
 from herd.protocol.api import ListedModel, Message, ModelDetails, Options
 from herd.protocol.templates.builtin import is_go_template
 
+log = logging.getLogger("herd.store")
 
 class ModelEntry(Struct):
     """A resolved model: everything the scheduler and the routes need."""
@@ -106,7 +110,15 @@ def derive_capabilities(summary: GGUFSummary | None, template: str | None,
 
 
 def _digests(manifest: Manifest) -> set[str]:
-    return {manifest.config.digest, *(layer.digest for layer in manifest.layers)}
+    """Normalised, so `sha256:ABC…` in a pulled manifest and `sha256:abc…` in a created one
+    count as the one blob file they name."""
+    found = set()
+    for layer in (manifest.config, *manifest.layers):
+        try:
+            found.add(normal_digest(layer.digest))
+        except InvalidDigest:  # names no blob file: nothing to count or remove
+            continue
+    return found
 
 
 
@@ -122,6 +134,11 @@ class ModelStore(BlobStore):
         self._entries: dict[tuple[str, float], ModelEntry] = {}
         # Manifest writes and deletes run in worker threads: reference counting must not race.
         self._lock = threading.RLock()
+        self.pins = Pins(root, self.blobs_dir)
+
+    def pinning(self):
+        """`with store.pinning() as pin: pin(digests)` (see herd.gateway.store.pins)."""
+        return self.pins.holding()
 
     # -- manifests -------------------------------------------------------------------------
 
@@ -204,18 +221,22 @@ class ModelStore(BlobStore):
         return paths
 
     def _remove_unreferenced(self, candidates: set[str]) -> int:
-        referenced: set[str] = set()
-        for path in self._manifest_paths():
-            manifest = self._read_manifest(path)
-            if manifest is not None:
-                referenced |= _digests(manifest)
-        removed = 0
-        for digest in candidates - referenced:
-            try:
-                os.unlink(self.blob_path(digest))
-                removed += 1
-            except (OSError, BadRequest):
-                pass
+        # Under the gc lock, walk included: a create or pull elsewhere either still holds its
+        # pin here or has written the manifest this walk reads (pins.py).
+        with self.pins.gc_lock():
+            referenced: set[str] = set()
+            for path in self._manifest_paths():
+                manifest = self._read_manifest(path)
+                if manifest is not None:
+                    referenced |= _digests(manifest)
+            pinned = {f"sha256:{key}" for key in self.pins.pinned()}
+            removed = 0
+            for digest in {normal_digest(d) for d in candidates} - referenced - pinned:
+                try:
+                    os.unlink(self.blob_path(digest))
+                    removed += 1
+                except (OSError, BadRequest):
+                    pass
         return removed
 
     def _prune_empty_dirs(self, folder: str) -> None:
@@ -244,25 +265,21 @@ class ModelStore(BlobStore):
         try:
             manifest = msgspec.json.decode(raw, type=Manifest)
             config = msgspec.json.decode(self.read_blob(manifest.config.digest), type=ModelConfig)
-        except (msgspec.DecodeError, OSError) as e:
+        except (msgspec.DecodeError, OSError, BadRequest) as e:
             raise NotFound(f"model '{name.display}' has a broken manifest: {e}") from e
         model_layer = manifest.layer(MODEL_MEDIA_TYPE)
         if model_layer is None:
             raise NotFound(f"model '{name.display}' has no model layer")
-        params = template = system = None
-        licenses = [self.read_blob(layer.digest).decode() for layer in manifest.layers
-                    if layer.mediaType == LICENSE_MEDIA_TYPE]
+        what = name.display
+        licenses = [text for layer in manifest.layers if layer.mediaType == LICENSE_MEDIA_TYPE
+                    if (text := self._optional_text(layer, what)) is not None]
         adapters = [self.blob_path(layer.digest) for layer in manifest.layers
                     if layer.mediaType == ADAPTER_MEDIA_TYPE]
-        messages: list[Message] = []
-        if (layer := manifest.layer(MESSAGES_MEDIA_TYPE)) is not None:
-            messages = msgspec.json.decode(self.read_blob(layer.digest), type=list[Message])
-        if (layer := manifest.layer(PARAMS_MEDIA_TYPE)) is not None:
-            params = msgspec.json.decode(self.read_blob(layer.digest), type=Options)
-        if (layer := manifest.layer(TEMPLATE_MEDIA_TYPE)) is not None:
-            template = self.read_blob(layer.digest).decode()
-        if (layer := manifest.layer(SYSTEM_MEDIA_TYPE)) is not None:
-            system = self.read_blob(layer.digest).decode()
+        messages = self._optional_json(manifest.layer(MESSAGES_MEDIA_TYPE), list[Message],
+                                       what) or []
+        params = self._optional_json(manifest.layer(PARAMS_MEDIA_TYPE), Options, what)
+        template = self._optional_text(manifest.layer(TEMPLATE_MEDIA_TYPE), what)
+        system = self._optional_text(manifest.layer(SYSTEM_MEDIA_TYPE), what)
         try:
             summary: GGUFSummary | None = read_summary(self.blob_path(model_layer.digest))
         except (NotGGUF, OSError):
@@ -280,6 +297,28 @@ class ModelStore(BlobStore):
             embedding_length=summary.embedding_length if summary else 0,
             parent_model=model_layer.from_ or "")
 
+    # One unreadable license, params or messages blob must not hide the model, nor turn
+    # /api/tags into a 500 for everyone: it is left out of the entry, with a log line.
+    def _optional_text(self, layer: Layer | None, what: str) -> str | None:
+        if layer is None:
+            return None
+        try:
+            return self.read_blob(layer.digest).decode()
+        except (OSError, UnicodeDecodeError, BadRequest) as e:
+            log.warning("model %s: unreadable %s layer %s: %s", what, layer.mediaType,
+                        layer.digest, e)
+            return None
+
+    def _optional_json(self, layer: Layer | None, type_: Any, what: str) -> Any:
+        if layer is None:
+            return None
+        try:
+            return msgspec.json.decode(self.read_blob(layer.digest), type=type_)
+        except (OSError, msgspec.DecodeError, BadRequest) as e:
+            log.warning("model %s: unreadable %s layer %s: %s", what, layer.mediaType,
+                        layer.digest, e)
+            return None
+
     def entries(self) -> list[ModelEntry]:
         """Every complete model in the store, newest first."""
         found: list[ModelEntry] = []
@@ -289,7 +328,8 @@ class ModelStore(BlobStore):
                 continue
             try:
                 found.append(self.resolve(ModelName(*rel)))
-            except (NotFound, OSError):
+            except (HerdError, OSError, ValueError) as e:  # listed without it, and said why
+                log.warning("skipping %s in the model list: %s", "/".join(rel), e)
                 continue
         return sorted(found, key=lambda entry: entry.modified_at, reverse=True)
 
@@ -302,17 +342,22 @@ class ModelStore(BlobStore):
 
     # -- create ----------------------------------------------------------------------------
 
-    def text_layer(self, media_type: str, data: bytes) -> Layer:
+    def text_layer(self, media_type: str, data: bytes,
+                   pin: Callable[[list[str]], None] | None = None) -> Layer:
+        """A blob of `data`, pinned (when a create holds pins) before it is looked for."""
+        if pin is not None:
+            pin([f"sha256:{hashlib.sha256(data).hexdigest()}"])
         layer = self.write_bytes_blob(data)
         layer.mediaType = media_type
         return layer
 
-    def write_config(self, summary: GGUFSummary) -> Layer:
+    def write_config(self, summary: GGUFSummary,
+                     pin: Callable[[list[str]], None] | None = None) -> Layer:
         config = ModelConfig(model_family=summary.architecture,
                              model_families=[summary.architecture] if summary.architecture else None,
                              model_type=format_parameter_size(summary.parameter_count),
                              file_type=summary.file_type)
-        return self.text_layer(CONFIG_MEDIA_TYPE, msgspec.json.encode(config))
+        return self.text_layer(CONFIG_MEDIA_TYPE, msgspec.json.encode(config), pin)
 
     def write_layers(self, name: ModelName, config: Layer, layers: list[Layer]) -> None:
         self.write_manifest(name, Manifest(config=config, layers=layers))

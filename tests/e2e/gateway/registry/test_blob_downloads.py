@@ -41,7 +41,7 @@ class _SlowSource:
 
         yield Response()
 
-    def blob(self, digest: str, offset: int):
+    def blob(self, digest: str, offset: int, size: int = 0):
         return self._respond(offset)
 
     async def error(self, response, what: str):
