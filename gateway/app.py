@@ -66,6 +66,7 @@ def create_app(settings: Settings, node_endpoints: Sequence[str], *,
             yield
         finally:
             await scheduler.close()
+            app[STATE].create_pool.shutdown(wait=False, cancel_futures=True)
             zctx.term()
 
     app.cleanup_ctx.append(lifecycle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,13 @@ class GatewayState:
     scheduler: Scheduler
     metrics: GatewayMetrics
     request_ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    # Create jobs get threads of their own: a conversion or quantization holds its thread for
+    # minutes, and the default pool is what every route that reads the store (and every pull's
+    # DNS lookup) needs. More creates than this wait their turn.
+    create_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(CREATE_THREADS, thread_name_prefix="herd-create"))
 
+
+CREATE_THREADS = 4
 
 STATE: web.AppKey[GatewayState] = web.AppKey("herd_state", GatewayState)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -17,12 +16,6 @@ from herd.gateway.store.models import format_time, run_blocking
 from herd.gateway.registry.transfers import TRANSFERS
 from herd.protocol.api import (API_VERSION, CreateRequest, ErrorBody, PsResponse, RunnerStatus,
                                RunningModel, StatusChunk, TagsResponse, VersionResponse)
-
-# Create jobs get threads of their own: a conversion or quantization holds its thread for
-# minutes, and the default pool is what every route that reads the store (and every pull's DNS
-# lookup) needs. More creates than this wait their turn.
-CREATE_THREADS = 4
-_create_pool = ThreadPoolExecutor(CREATE_THREADS, thread_name_prefix="herd-create")
 
 routes = web.RouteTableDef()
 
@@ -102,7 +95,7 @@ async def create(request: web.Request) -> web.StreamResponse:
         base = await run_blocking(job.base_to_pull, req)
         if base is not None:  # pulled here, on the loop: no job thread waits for it
             await pull_base_model(transfers, base, updates.put_nowait)
-        await loop.run_in_executor(_create_pool, job.run, req)
+        await loop.run_in_executor(request.app[STATE].create_pool, job.run, req)
 
     task = asyncio.ensure_future(work())
     task.add_done_callback(lambda _: updates.put_nowait(None))
