@@ -54,11 +54,22 @@ def builtin_template(family: str) -> str:
     return BUILTIN_TEMPLATES.get(family, CHATML_TEMPLATE)
 
 
-_GO_ACTION = re.compile(r"\{\{-?\s*(\.|\$|if\s|range\s|with\s|else\b|end\b|/\*)"
-                        r"|\{\{[^}]*[\s(]\.[A-Z]")
+_GO_OPEN = re.compile(r"\{\{-?\s*(\.|\$|if\s|range\s|with\s|else\b|end\b|/\*)")
+_GO_FIELD = re.compile(r"[\s(]\.[A-Z]")
 
 
 def is_go_template(source: str) -> bool:
     """Ollama's TEMPLATE layers are Go text/templates ({{ .Prompt }}, {{ if … }}{{ end }});
-    Jinja writes its control flow as {% … %} and never starts an expression with `.` or `$`."""
-    return "{%" not in source and bool(_GO_ACTION.search(source))
+    Jinja writes its control flow as {% … %} and never starts an expression with `.` or `$`.
+
+    Linear in the source, since it runs on the gateway's event loop at create: `{{ … .Field`
+    is looked for per stretch without `}` (a regex `{{[^}]*` rescanned from every `{{`)."""
+    if "{%" in source:
+        return False
+    if _GO_OPEN.search(source):
+        return True
+    for stretch in source.split("}"):
+        first = stretch.find("{{")
+        if first >= 0 and _GO_FIELD.search(stretch, first + 2):
+            return True
+    return False

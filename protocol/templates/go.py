@@ -13,6 +13,7 @@ import datetime
 import html
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,9 @@ def go_json(value: Any) -> str:
 
 MAX_OUTPUT_CHARS = 16 << 20
 MAX_RANGE_STEPS = 1_000_000
+# The runner renders in its main loop, between engine steps: a render that runs longer than this
+# stalls every stream on the model, so it fails its request instead.
+MAX_RENDER_SECONDS = 2.0
 
 
 class _Break(Exception):
@@ -79,6 +83,8 @@ def go_print(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return "NaN" if value != value else ("+Inf" if value > 0 else "-Inf")
         return repr(value) if value != int(value) or abs(value) >= 1e21 else str(int(value))
     if isinstance(value, (list, tuple)):
         return "[" + " ".join(go_print(v) for v in value) + "]"
@@ -203,6 +209,7 @@ class _State:
     scopes: list[dict[str, Any]] = field(default_factory=list)
     size: int = 0  # characters written so far
     steps: int = 0  # range iterations so far
+    deadline: float = 0.0  # time.monotonic() past which the render fails
 
     def write(self, text: str) -> None:
         # A request may bring its own template: one that loops or grows without end must fail
@@ -216,6 +223,11 @@ class _State:
         self.steps += 1
         if self.steps > MAX_RANGE_STEPS:
             raise TemplateError("template error: too many range iterations")
+        self.check_time()
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateError("template error: rendering took too long")
 
     def lookup(self, name: str) -> Any:
         for scope in reversed(self.scopes):
@@ -244,7 +256,8 @@ class GoTemplate:
         """With `cut_after`, the template ends right after the first action that prints that
         field (Ollama renders the last legacy turn up to .Response; the model writes the rest)."""
         nodes = cut_after_field(self.root, cut_after)[0] if cut_after else self.root
-        state = _State(out=[], scopes=[{"": data}])
+        state = _State(out=[], scopes=[{"": data}],
+                       deadline=time.monotonic() + MAX_RENDER_SECONDS)
         try:
             self._run(nodes, data, state)
         except (_Break, _Continue):
@@ -344,12 +357,18 @@ class GoTemplate:
             args = [self._operand(a, dot, st) for a in cmd.args[1:]]
             if piped:
                 args.append(piped_value)
+            st.check_time()
             try:
-                return fn(*args)
+                result = fn(*args)
             except TemplateError:
                 raise
-            except TypeError as e:
+            except (TypeError, ValueError, OverflowError) as e:
                 raise TemplateError(f"wrong arguments for {head.value}: {e}") from None
+            # A value is kept in a variable and printed again: printf doubling it in a range
+            # must stop at the output limit, not at the machine's memory.
+            if isinstance(result, str) and len(result) > MAX_OUTPUT_CHARS:
+                raise TemplateError("template error: output exceeds the limit")
+            return result
         if len(cmd.args) > 1 or piped:
             raise TemplateError(f"can't give argument to non-function {head.text}")
         return self._operand(head, dot, st)

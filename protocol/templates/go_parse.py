@@ -59,7 +59,6 @@ class RangeNode:
 
 Node = Union[TextNode, Action, Branch, RangeNode, str]  # str: "break" | "continue"
 
-_ACTION = re.compile(r"\{\{(-[ \t\r\n])?(.*?)([ \t\r\n]-)?\}\}", re.S)
 _COMMENT = re.compile(r"\s*/\*.*?\*/\s*", re.S)
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
@@ -76,6 +75,41 @@ _TOKEN = re.compile(r"""
   | (?P<punct>[()|,])
 """, re.X)
 _WS = " \t\r\n"
+# A request may bring its own template: parsing it must take bounded work and stack. Go's
+# numbers are 64-bit; blocks and parentheses nested deeper than this are no real template.
+MAX_NESTING = 100
+_MAX_NUMBER_CHARS = 64
+_INT64 = 1 << 63
+
+
+@dataclass
+class _ActionMatch:
+    """One {{ action }}: where it starts and ends, its body, and its trim markers."""
+
+    start: int
+    end: int
+    body: str
+    trim_left: bool
+    trim_right: bool
+
+
+def _actions(source: str):
+    """The actions in order, found with str.find: linear in the source (a lazy regex scanned to
+    the end from every unclosed `{{`). An action ends at the first `}}`, as before."""
+    pos = 0
+    while (start := source.find("{{", pos)) >= 0:
+        body_start = start + 2
+        trim_left = (source.startswith("-", body_start) and body_start + 1 < len(source)
+                     and source[body_start + 1] in _WS)
+        if trim_left:
+            body_start += 2
+        end = source.find("}}", body_start)
+        if end < 0:
+            return  # the text left holds `{{`: parse_template reports the unclosed action
+        trim_right = end - 2 >= body_start and source[end - 2] in _WS and source[end - 1] == "-"
+        body = source[body_start:end - 2 if trim_right else end]
+        yield _ActionMatch(start, end + 2, body, trim_left, trim_right)
+        pos = end + 2
 
 
 @dataclass
@@ -107,18 +141,34 @@ def _literal(tok: _Tok) -> Any:
     if tok.kind == "raw":
         return tok.text[1:-1]
     if tok.kind == "char":
-        return ord(json.loads('"' + tok.text[1:-1] + '"'))
+        try:
+            char = json.loads('"' + tok.text[1:-1] + '"')
+        except json.JSONDecodeError:
+            char = ""
+        if len(char) != 1:
+            raise TemplateError(f"template error: malformed character constant: {tok.text}")
+        return ord(char)
     text = tok.text
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise TemplateError(f"template error: illegal number syntax: {text[:20]}…")
     if text.lower().startswith(("0x", "-0x", "+0x")):
-        return int(text, 16)
-    number = float(text)
-    return int(number) if re.fullmatch(r"[-+]?\d+", text) else number
+        number: int | float = int(text, 16)
+    elif re.fullmatch(r"[-+]?\d+", text):
+        number = int(text)
+    else:
+        number = float(text)
+    if isinstance(number, int) and not -_INT64 <= number < _INT64:
+        number = float(number)  # Go keeps an integer constant past int64 as a float
+    if number in (float("inf"), float("-inf")):
+        raise TemplateError(f"template error: illegal number syntax: {text}")
+    return number
 
 
 class _ActionParser:
     def __init__(self, toks: list[_Tok]) -> None:
         self.toks = toks
         self.i = 0
+        self.depth = 0  # open parentheses
 
     def peek(self) -> _Tok | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -180,7 +230,11 @@ class _ActionParser:
             op = Operand("var", name, text=tok.text)
             op.fields = chain
         elif tok.text == "(":
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise TemplateError("template error: parentheses nested too deeply")
             inner = self.pipeline()
+            self.depth -= 1
             if self.take().text != ")":
                 raise TemplateError("template error: unclosed left paren")
             op = Operand("pipe", inner, text="(…)")
@@ -204,17 +258,17 @@ def parse_template(source: str) -> list[Node]:
     current = root
     pos = 0
     trim_next = False
-    for m in _ACTION.finditer(source):
-        text = source[pos:m.start()]
+    for m in _actions(source):
+        text = source[pos:m.start]
         if trim_next:
             text = text.lstrip(_WS)
-        if m.group(1):
+        if m.trim_left:
             text = text.rstrip(_WS)
         if text:
             current.append(TextNode(text))
-        pos = m.end()
-        trim_next = bool(m.group(3))
-        body = m.group(2)
+        pos = m.end
+        trim_next = m.trim_right
+        body = m.body
         if _COMMENT.fullmatch(body):
             continue
         parser = _ActionParser(_tokens(body))
@@ -227,6 +281,8 @@ def parse_template(source: str) -> list[Node]:
             block: Branch | RangeNode = (RangeNode(pipe) if keyword == "range"
                                          else Branch(keyword, pipe))
             current.append(block)
+            if len(stack) >= MAX_NESTING:
+                raise TemplateError("template error: blocks nested too deeply")
             stack.append((block, current, 0))
             current = block.body
         elif keyword == "else":
@@ -245,6 +301,8 @@ def parse_template(source: str) -> list[Node]:
                 inner = Branch(nxt.text, pipe)
                 block.orelse.append(inner)
                 stack[-1] = (block, parent, depth)
+                if len(stack) >= MAX_NESTING:
+                    raise TemplateError("template error: blocks nested too deeply")
                 stack.append((inner, block.orelse, depth + 1))
                 current = inner.body
             else:

@@ -3,6 +3,7 @@ into one llama_batch, calls llama_decode once, samples each sequence with its ow
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Callable
 import llama_cpp as L
 
 from herd.protocol.wire import FinishReason, RequestOutput, Submit, TokenLogprob
-from herd.worker.templates.jinja import ChatTemplate
+from herd.worker.templates.jinja import ChatTemplate, TemplateError
 from herd.worker.engine.llama import LlamaContext, LlamaModel
 from herd.worker.engine.logprobs import token_logprob
 from herd.worker.engine.prompt import PromptBuilder, RequestError
@@ -19,10 +20,13 @@ from herd.worker.engine.sampler import InvalidFormat, SamplerChain, after_thinki
 from herd.worker.engine.textstream import TextStream
 from herd.worker.engine.thinking import OPEN as THINK_OPEN, ThinkingSplitter, may_open
 
+log = logging.getLogger("herd.runner")
+
 Emit = Callable[[bytes, list[RequestOutput]], None]
 
-# num_predict -1 is "unlimited" and the context shifts forever; a model that never says EOS
-# would then never answer a non-streaming request. Herd stops it after this many contexts.
+# A negative num_predict (but -2) is "unlimited" and the context shifts forever; a model that
+# never says EOS would then never answer a non-streaming request. Herd stops it after this many
+# contexts.
 UNLIMITED_CAP_CONTEXTS = 8
 
 
@@ -105,39 +109,59 @@ class BatchEngine:
         return bool(self._running or self._waiting)
 
     def submit(self, client: bytes, req: Submit) -> None:
+        """Queues a request, or answers it at once: with its prompt (render_only) or with why it
+        cannot run. Whatever the request carries (a template, a schema, options) fails that
+        request alone: the runner is shared by every stream on the model."""
         try:
-            prompt = self.prompts.build(req)
-            if req.render_only:
-                self._out(client, RequestOutput(req.req_id, prompt.text, FinishReason.STOP))
-                return
-        except RequestError as e:
-            self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
-                                            error_status=e.status))
+            seq = self._sequence(client, req)
+        except (RequestError, InvalidFormat, TemplateError) as e:
+            self._refuse(client, req, str(e), getattr(e, "status", 400))
             return
+        except RecursionError:
+            self._refuse(client, req, "the request is nested too deeply", 400)
+            return
+        except Exception as e:  # a bug of ours, not the request's: a 500, and the runner lives
+            log.exception("submit %d failed", req.req_id)
+            self._refuse(client, req, f"internal error: {type(e).__name__}: {e}", 500)
+            return
+        if seq is None:
+            return
+        self._by_key[(client, req.req_id)] = seq
+        self._waiting.append(seq)
+
+    def _sequence(self, client: bytes, req: Submit) -> Sequence | None:
+        prompt = self.prompts.build(req)
+        if req.render_only:
+            self._out(client, RequestOutput(req.req_id, prompt.text, FinishReason.STOP))
+            return None
         # Newest Ollama constrains a thinking model's output only once its reasoning is over
         # (server/routes.go, ChatHandler's structuredOutputsState: a first request without the
         # format, re-issued with it when content starts); here the runner swaps chains instead.
         defer = bool(req.sampling.format) and req.split_thinking and req.think != "false"
         grammar = None
+        kwargs = dict(n_vocab=self.model.n_vocab, n_ctx=self.ctx.n_ctx_seq,
+                      vocab=self.model.vocab)
+        if defer:
+            chain, grammar = after_thinking_chains(req.sampling, **kwargs)
+        else:
+            chain = SamplerChain(req.sampling, **kwargs)
         try:
-            kwargs = dict(n_vocab=self.model.n_vocab, n_ctx=self.ctx.n_ctx_seq,
-                          vocab=self.model.vocab)
-            if defer:
-                chain, grammar = after_thinking_chains(req.sampling, **kwargs)
-            else:
-                chain = SamplerChain(req.sampling, **kwargs)
-        except InvalidFormat as e:
-            self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=str(e),
-                                            error_status=400))
-            return
-        seq = Sequence(client=client, req=req, prompt=prompt.tokens,
-                       stream=TextStream(req.sampling.stop), chain=chain,
+            stream = TextStream(req.sampling.stop)
+        except BaseException:
+            chain.close()
+            if grammar is not None:
+                grammar.close()
+            raise
+        seq = Sequence(client=client, req=req, prompt=prompt.tokens, stream=stream, chain=chain,
                        t_submit=time.perf_counter_ns(), grammar=grammar)
         if req.split_thinking:
             seq.thinker = ThinkingSplitter(
                 opened_by_prompt=prompt.text.rstrip().endswith(THINK_OPEN))
-        self._by_key[(client, req.req_id)] = seq
-        self._waiting.append(seq)
+        return seq
+
+    def _refuse(self, client: bytes, req: Submit, error: str, status: int) -> None:
+        self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=error,
+                                        error_status=status))
 
     def abort(self, client: bytes, req_id: int) -> None:
         seq = self._by_key.get((client, req_id))
@@ -271,7 +295,9 @@ class BatchEngine:
             self._finish(seq, FinishReason.STOP)
         elif 0 < limit <= seq.generated:
             self._finish(seq, FinishReason.LENGTH)
-        elif limit == -1 and seq.generated >= UNLIMITED_CAP_CONTEXTS * self.ctx.n_ctx_seq:
+        elif (limit < 0 and limit != -2
+              and seq.generated >= UNLIMITED_CAP_CONTEXTS * self.ctx.n_ctx_seq):
+            # Every negative num_predict but -2 means "unlimited", as in Ollama's runner.
             self._finish(seq, FinishReason.LENGTH)
         elif len(slot.tokens) + 1 >= self.ctx.n_ctx_seq:
             # num_predict -2 means "fill the context": no shift then.

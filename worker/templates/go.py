@@ -24,6 +24,9 @@ class GoChatTemplate:
             self._template = OllamaTemplate(source)
         except GoTemplateError as e:
             raise TemplateError(str(e)) from e
+        except (RecursionError, ValueError, TypeError, OverflowError) as e:
+            # The source is the request's or the model's: whatever it breaks is not the server
+            raise TemplateError(f"template error: {type(e).__name__}: {e}") from e
         self.source = source
 
     @property
@@ -36,6 +39,8 @@ class GoChatTemplate:
             return self._template.render_insert(prompt, suffix)
         except GoTemplateError as e:
             raise TemplateError(str(e)) from e
+        except Exception as e:  # a template bug is the model's, not the server's
+            raise TemplateError(f"template error: {e}") from e
 
     def render(self, turns: list[ChatTurn], *, tools: str = "", think: str = "") -> str:
         value: bool | str | None = None if not think else think not in ("false",)
@@ -46,7 +51,7 @@ class GoChatTemplate:
                                          tools=json.loads(tools) if tools else None, think=value)
         except GoTemplateError as e:
             raise TemplateError(str(e)) from e
-        except (TypeError, ValueError) as e:  # a template bug is the model's, not the server's
+        except Exception as e:  # a template bug is the model's, not the server's
             raise TemplateError(f"template error: {e}") from e
 
 

@@ -7,14 +7,12 @@ import json
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from herd.protocol.templates.builtin import builtin_template
 from herd.protocol.wire import ChatTurn
+from herd.worker.templates.jinja_bounds import BoundedEnvironment, TemplateError
 
-
-class TemplateError(ValueError):
-    pass
+__all__ = ["ChatTemplate", "TemplateError"]
 
 
 _RANGE_BUDGET = 1_000_000
@@ -54,17 +52,23 @@ class ChatTemplate:
     """Renders chat turns into the prompt text the model was trained on."""
 
     def __init__(self, source: str, *, bos_token: str, eos_token: str) -> None:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                            undefined=jinja2.Undefined)
+        env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined)
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
         env.globals["range"] = self._range
-        env.filters["tojson"] = _tojson
+        env.add_filter("tojson", _tojson)
+        self._env = env
         self._range_left = 0
         try:
+            env.check_nesting(source)
             self._template = env.from_string(source)
+        except TemplateError:
+            raise
         except jinja2.TemplateError as e:
             raise TemplateError(f"template error: {e}") from e
+        except (RecursionError, SyntaxError, MemoryError, ValueError, OverflowError) as e:
+            # Jinja's parser and Python's compiler give up on what is too deep or too big
+            raise TemplateError(f"template error: {type(e).__name__}: {e}") from e
         self.source = source
         self._bos = bos_token
         self._eos = eos_token
@@ -101,8 +105,9 @@ class ChatTemplate:
                 variables["enable_thinking"] = think != "false"
                 if think not in ("true", "false"):
                     variables["reasoning_effort"] = think
-            return self._template.render(add_generation_prompt=add_generation_prompt,
-                                         bos_token=self._bos, eos_token=self._eos, **variables)
+            return self._env.render_bounded(self._template, dict(
+                add_generation_prompt=add_generation_prompt, bos_token=self._bos,
+                eos_token=self._eos, **variables))
         except TemplateError:
             raise
         except Exception as e:  # a template bug is the model's, not the server's
