@@ -7,6 +7,7 @@ failed to load), and otherwise loops: drain every waiting message, run one engin
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Mapping
 import os
 import sys
@@ -19,13 +20,14 @@ import zmq
 from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, Ping, Pong,
                                 RequestOutput, Rerank, RunnerFailed, RunnerReady, RunnerSpec,
                                 Submit, Tokenize, Tokens, WireCodec)
-from herd.worker.templates.jinja import ChatTemplate
+from herd.worker.templates.jinja import ChatTemplate, TemplateError
 from herd.worker.engine.embedder import Embedder
 from herd.worker.engine.reranker import rerank
 from herd.worker.engine.batch import BatchEngine, RequestError
 from herd.worker.engine.llama import LlamaContext, LlamaModel, LoraAdapter
 
 _IDLE_POLL_MS = 500
+log = logging.getLogger("herd.runner")
 
 
 def _resident_bytes() -> int:
@@ -63,6 +65,18 @@ def device_sampling(spec: RunnerSpec, environ: Mapping[str, str] = os.environ) -
     return bool(L.llama_supports_gpu_offload()) and spec.num_gpu_layers != 0
 
 
+def model_template(model: LlamaModel, family: str) -> ChatTemplate:
+    """The GGUF's chat template, or the family's built-in one when the GGUF's cannot be used:
+    a model whose template fails to compile would otherwise fail every load, for ever."""
+    tokens = {"bos_token": model.token_text(model.bos), "eos_token": model.token_text(model.eos)}
+    try:
+        return ChatTemplate.for_model(model.meta("tokenizer.chat_template"), family, **tokens)
+    except TemplateError as e:
+        log.warning("the model's chat template is unusable (%s): using the %r built-in one",
+                    e, family)
+        return ChatTemplate.for_model(None, family, **tokens)
+
+
 def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None,
                 adapters: list[LoraAdapter] | None = None) -> tuple[LlamaModel, BatchEngine]:
     model = model or LlamaModel(spec.model_path, n_gpu_layers=spec.num_gpu_layers)
@@ -73,9 +87,7 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None,
     ctx.apply_adapters(adapters if adapters is not None else
                        [LoraAdapter(model, path) for path in spec.adapters])
     family = spec.family or (model.meta("general.architecture") or "")
-    template = ChatTemplate.for_model(model.meta("tokenizer.chat_template"), family,
-                                      bos_token=model.token_text(model.bos),
-                                      eos_token=model.token_text(model.eos))
+    template = model_template(model, family)
     return model, BatchEngine(model, ctx, template, emit,
                               device_sampling=device_sampling(spec))
 

@@ -16,7 +16,8 @@ from herd.gateway.pipeline.chat_messages import check_roles, chat_submit, requir
 from herd.gateway.pipeline.images import check_images
 from herd.gateway.pipeline.relay import Framing, load_only, relay, render_only
 from herd.gateway.pipeline.tool_choice import AUTO, ToolChoice, apply_tool_choice
-from herd.gateway.pipeline.validate import (check_top_logprobs, format_text, request_keep_alive,
+from herd.gateway.pipeline.validate import (check_image_limits, check_options,
+                                            check_top_logprobs, format_text, request_keep_alive,
                                             require_completion, resolve_model, sampling_params,
                                             think_setting, unload_requested)
 from herd.gateway.state import GatewayState
@@ -81,6 +82,7 @@ async def chat(request: web.Request, state: GatewayState, call: ChatCall, framin
     think = _think(call, entry)
     keep_alive = request_keep_alive(call.keep_alive, state.settings)
     options = merge_options(entry.params, *call.options)
+    check_options(options)
     sampling = sampling_params(options, format_text(format))
     spec = runner_spec(entry, options, state.settings)
     if not call.messages and on_load is not None:
@@ -88,6 +90,7 @@ async def chat(request: web.Request, state: GatewayState, call: ChatCall, framin
         return await load_answer(on_load, "unload" if keep_alive == 0 else "load")
     if call.strict_roles:
         check_roles(call.messages)
+    check_image_limits([image for m in call.messages for image in m.images or []])
     for message in call.messages:
         await check_images(message.images, entry)
     submit = chat_submit(next(state.request_ids), entry, sampling, call.messages, tools,

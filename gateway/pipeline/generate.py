@@ -15,7 +15,8 @@ from herd.gateway.pipeline.chat import LoadAnswer, RenderAnswer, load_answer
 from herd.gateway.pipeline.chat_messages import chat_turns
 from herd.gateway.pipeline.images import check_images
 from herd.gateway.pipeline.relay import Framing, load_only, relay, render_only
-from herd.gateway.pipeline.validate import (check_top_logprobs, format_text, request_keep_alive,
+from herd.gateway.pipeline.validate import (check_image_limits, check_options,
+                                            check_top_logprobs, format_text, request_keep_alive,
                                             require_completion, resolve_model, sampling_params,
                                             think_setting, unload_requested)
 from herd.gateway.state import GatewayState
@@ -65,10 +66,12 @@ async def generate(request: web.Request, state: GatewayState, call: GenerateCall
         raise BadRequest("raw mode does not support template, system, or context")
     if call.suffix and "insert" not in entry.capabilities:
         raise BadRequest(f"{model_name_or_400(call.model).full} does not support insert")
+    check_image_limits(call.images or [])
     await check_images(call.images, entry)
     think = think_setting(call.think, call.model, entry)
     keep_alive = request_keep_alive(call.keep_alive, state.settings)
     options = merge_options(entry.params, *call.options)
+    check_options(options)
     sampling = sampling_params(options, format_text(call.format))
     spec = runner_spec(entry, options, state.settings)
     if not call.prompt and not call.images and on_load is not None:

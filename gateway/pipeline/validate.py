@@ -97,3 +97,50 @@ def effort_think(effort: Any) -> bool | str | None:
 def check_top_logprobs(top_logprobs: int) -> None:
     if not 0 <= top_logprobs <= 20:
         raise BadRequest("top_logprobs must be between 0 and 20")
+
+
+# Every option's range. Load-time options size allocations in the runner (num_batch -1 reached
+# llama_batch_init(-1) and hung the request); sampling ones cross the wire as 64-bit integers.
+# 0 keeps the default where the option has one. num_predict: any negative but -2 is unlimited
+# (capped by the runner), -2 fills the context.
+_INT32 = (-(1 << 31), (1 << 31) - 1)
+OPTION_RANGES: dict[str, tuple[int, int]] = {
+    "num_ctx": (0, 1 << 24),
+    "num_batch": (0, 16384),
+    "num_thread": (0, 1024),
+    "num_gpu": (-1, 1 << 16),
+    "main_gpu": (0, 1 << 10),
+    "num_predict": _INT32,
+    "num_keep": (-1, 1 << 24),
+    "top_k": (-1, 1 << 24),
+    "repeat_last_n": (-1, 1 << 24),
+    "seed": (-(1 << 63), (1 << 63) - 1),
+}
+MAX_STOP_SEQUENCES = 256
+MAX_IMAGES = 32
+MAX_IMAGE_CHARS = 32 << 20  # base64 text of one image
+
+
+def check_options(options: Options) -> None:
+    """A 400 naming the first option out of its range (or not a finite number)."""
+    for name in Options.__struct_fields__:
+        value = getattr(options, name)
+        if value is None or isinstance(value, (bool, str, list)):
+            continue
+        if value != value or value in (float("inf"), float("-inf")):
+            raise BadRequest(f"invalid option {name}: must be a finite number")
+        bounds = OPTION_RANGES.get(name)
+        if bounds is not None and not bounds[0] <= value <= bounds[1]:
+            raise BadRequest(f"invalid option {name}: {value} is not between {bounds[0]} "
+                             f"and {bounds[1]}")
+    if options.stop is not None and len(options.stop) > MAX_STOP_SEQUENCES:
+        raise BadRequest(f"invalid option stop: more than {MAX_STOP_SEQUENCES} stop sequences")
+
+
+def check_image_limits(images: list[str]) -> None:
+    """How many images and how large, before their base64 is read at all."""
+    if len(images) > MAX_IMAGES:
+        raise BadRequest(f"too many images: {len(images)} (at most {MAX_IMAGES})")
+    for image in images:
+        if len(image) > MAX_IMAGE_CHARS:
+            raise BadRequest(f"image too large: at most {MAX_IMAGE_CHARS} bytes of base64")

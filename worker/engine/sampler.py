@@ -5,25 +5,12 @@ from __future__ import annotations
 import llama_cpp as L
 import msgspec
 
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
 from herd.protocol.wire import SamplingParams
+from herd.worker.engine.grammar import InvalidFormat, format_grammar
+
+__all__ = ["InvalidFormat", "SamplerChain", "format_grammar"]
 
 _RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
-
-
-class InvalidFormat(ValueError):
-    pass
-
-
-def format_grammar(format_text: str) -> str:
-    """Ollama's `format`: "json" (any JSON value) or a JSON schema → GBNF."""
-    if format_text == "json":
-        return JSON_GBNF
-    try:
-        return json_schema_to_gbnf(format_text)
-    except Exception as e:  # the converter raises assorted errors on schemas it cannot handle
-        raise InvalidFormat(f"invalid JSON schema in format: {e}") from e
 
 
 def after_thinking_chains(params: SamplingParams, **kwargs) -> tuple[SamplerChain, SamplerChain]:
@@ -52,7 +39,8 @@ class SamplerChain:
                 self.close()
                 raise InvalidFormat("invalid format: the grammar could not be compiled")
             add(grammar)
-        last_n = n_ctx if params.repeat_last_n < 0 else params.repeat_last_n
+        # The penalty sampler allocates its window: never more than the context
+        last_n = n_ctx if params.repeat_last_n < 0 else min(params.repeat_last_n, n_ctx)
         penalised = (params.repeat_penalty != 1.0 or params.presence_penalty != 0.0
                      or params.frequency_penalty != 0.0)
         if last_n > 0 and penalised:
