@@ -29,8 +29,8 @@ from herd.protocol.modelfile import ModelfileError, options_from_mapping, parse_
 from herd.protocol.names import InvalidName, parse_name
 from herd.gateway.store.models import ModelStore, model_name_or_400
 from herd.protocol.api import CreateRequest, Options, StatusChunk, merge_options
-from herd.protocol.templates.builtin import is_go_template
-from herd.protocol.templates.go import GoTemplate, TemplateError
+from herd.protocol.templates.check import check_template
+from herd.protocol.templates.go import TemplateError
 from herd.worker.quantize import QuantizeError, canonical_quant_type, check_source, decode_line
 
 Progress = Callable[[StatusChunk], None]
@@ -286,9 +286,9 @@ class CreateJob:
             return [layer for layer in inherited if layer.mediaType == media_type]
 
         layers: list[Layer] = []
-        if req.template and is_go_template(req.template):
+        if req.template:
             try:
-                GoTemplate(req.template)  # Ollama refuses a template it cannot parse
+                check_template(req.template)  # Ollama refuses a template it cannot parse
             except TemplateError as e:
                 raise BadRequest(str(e)) from e
         layers += [self._text(TEMPLATE_MEDIA_TYPE, req.template.encode())] \

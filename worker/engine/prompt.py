@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from herd.protocol.templates.check import MAX_TEMPLATE_CHARS
 from herd.protocol.wire import ChatTurn, Submit
 from herd.worker.templates.jinja import ChatTemplate, TemplateError
 from herd.worker.templates.go import GoChatTemplate, template_from_source
@@ -104,6 +105,8 @@ class PromptBuilder:
             return self.template
         template = self._templates.get(source)
         if template is None:
+            if len(source) > MAX_TEMPLATE_CHARS:
+                raise RequestError(f"template error: longer than {MAX_TEMPLATE_CHARS} characters")
             try:
                 template = template_from_source(
                     source, bos_token=self.model.token_text(self.model.bos),

@@ -20,6 +20,8 @@ from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from herd.protocol.templates.check import check_jinja_nesting
+
 
 class TemplateError(ValueError):
     pass
@@ -29,7 +31,6 @@ MAX_VALUE_ITEMS = 16 << 20  # characters in a string, items in a list: the Go te
 MAX_OUTPUT_CHARS = 16 << 20
 MAX_INT_BITS = 1 << 16  # ~20,000 decimal digits: more than any template computes
 MAX_ARG_INT = 1_000_000  # a width, count or repeat handed to a call or a filter
-MAX_NESTING = 100  # brackets inside one expression
 MAX_RENDER_SECONDS = 2.0
 # A width or precision of a million or more in a %-format or str.format string.
 _WIDE_FORMAT = re.compile(r"\d{7,}")
@@ -158,17 +159,11 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def check_nesting(self, source: str) -> None:
         """Jinja's parser and Python's compiler recurse once per bracket: refuse deep ones
-        before either sees them (a linear pass over the lexer's tokens)."""
-        depth = 0
-        for _, kind, value in self.lex(source):
-            if kind != "operator":
-                continue
-            if value in ("(", "[", "{"):
-                depth += 1
-                if depth > MAX_NESTING:
-                    raise TemplateError("template error: expression nested too deeply")
-            elif value in (")", "]", "}"):
-                depth = max(depth - 1, 0)
+        before either sees them."""
+        try:
+            check_jinja_nesting(self, source)
+        except ValueError as e:
+            raise TemplateError(str(e)) from e
 
     def render_bounded(self, template: Any, variables: dict[str, Any]) -> str:
         """The template's output, at most MAX_OUTPUT_CHARS, within the time budget."""
