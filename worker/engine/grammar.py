@@ -37,7 +37,8 @@ def format_grammar(format_text: str) -> str:
     if format_text == "json":
         return JSON_GBNF
     if len(format_text) > MAX_SCHEMA_CHARS:
-        raise InvalidFormat(f"invalid format: the JSON schema is larger than {MAX_SCHEMA_CHARS} bytes")
+        raise InvalidFormat(
+            f"invalid format: the JSON schema is larger than {MAX_SCHEMA_CHARS} bytes")
     try:
         schema = json.loads(format_text)
     except (ValueError, RecursionError) as e:

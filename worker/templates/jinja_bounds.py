@@ -43,7 +43,8 @@ def bounded(value: Any) -> Any:
     if isinstance(value, int):
         if value.bit_length() > MAX_INT_BITS:
             raise TemplateError("template error: integer too large")
-    elif isinstance(value, (str, list, tuple, dict, set, frozenset)) and len(value) > MAX_VALUE_ITEMS:
+    elif (isinstance(value, (str, list, tuple, dict, set, frozenset))
+          and len(value) > MAX_VALUE_ITEMS):
         raise TemplateError("template error: value too large")
     return value
 
