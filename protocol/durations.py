@@ -55,7 +55,9 @@ def keep_alive_ns(value: float | str | None, default_ns: int) -> int:
     if isinstance(value, str):
         ns = parse_go_duration(value)
     else:
-        ns = int(value * 1_000_000_000)
+        seconds = value * 1_000_000_000
+        # Past int64 (or infinite: 1e300 seconds) Go's conversion gives MinInt64, i.e. forever.
+        ns = int(seconds) if abs(seconds) < FOREVER_NS else -1
     return FOREVER_NS if ns < 0 else ns
 
 

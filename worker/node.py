@@ -177,6 +177,11 @@ class WorkerNode:
             return
         runner.leases.discard(gateway)
         if not runner.leases:
+            if runner.ready is not None:
+                # Stopping: a load of the same key from now on gets a fresh runner, not this
+                # one (which would exit under the request). One not yet ready stays listed, or
+                # its RunnerReady would be taken for its successor's.
+                del self.runners[key]
             self._terminate(runner)
 
     def _terminate(self, runner: RunnerProcess) -> None:
