@@ -165,6 +165,10 @@ class Runner:
                                prompt_tokens=tokens)
         except RequestError as e:
             reply = Embeddings(message.req_id, error=str(e), error_status=e.status)
+        except Exception as e:  # a bug of ours fails this request, not every one on the runner
+            log.exception("embed %d failed", message.req_id)
+            reply = Embeddings(message.req_id, error=f"internal error: {type(e).__name__}: {e}",
+                               error_status=500)
         self.sock.send_multipart([client, *self.codec.encode(reply)])
 
     def _tokenize(self, client: bytes, message: Tokenize) -> None:

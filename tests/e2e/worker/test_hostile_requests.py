@@ -148,3 +148,17 @@ def test_create_refuses_a_template_it_cannot_parse(server, template) -> None:
         "model": "tiny-refused", "from": "tiny", "template": template})
     assert r.status_code == 400, r.text
     assert "template" in r.json()["error"]
+
+
+def test_a_gguf_whose_chat_template_cannot_compile_still_loads(server, tmp_path) -> None:
+    """The GGUF's own template failed every load (each request started a runner that died);
+    the runner now logs it and uses the family's built-in template."""
+    from support.tiny_models import write_tiny_llama
+
+    gguf = write_tiny_llama(tmp_path / "bad-template.gguf", seed=3,
+                            chat_template="{{ " + "(" * 5000 + " }}")
+    server.create_model("tiny-badgguf", gguf)
+    r = httpx.post(server.url + "/api/chat", timeout=120, json={
+        "model": "tiny-badgguf", "stream": False, "options": {"num_predict": 2},
+        "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
