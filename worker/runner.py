@@ -176,15 +176,20 @@ class Runner:
         written in the text are parsed as such, and ids come back as the text they stand for."""
         model = self.model
         assert model is not None
-        if not message.detokenize:
-            reply = Tokens(message.req_id, tokens=model.tokenize(
-                message.content, add_special=False, parse_special=True))
-        elif bad := [t for t in message.tokens if not 0 <= t < model.n_vocab]:
-            # llama.cpp reads out of bounds on an unknown id: refuse it here.
-            reply = Tokens(message.req_id, error=f"invalid token id {bad[0]} "
-                           f"(the vocabulary has {model.n_vocab})", error_status=400)
-        else:
-            reply = Tokens(message.req_id, content=model.text_of(message.tokens))
+        try:
+            if not message.detokenize:
+                reply = Tokens(message.req_id, tokens=model.tokenize(
+                    message.content, add_special=False, parse_special=True))
+            elif bad := [t for t in message.tokens if not 0 <= t < model.n_vocab]:
+                # llama.cpp reads out of bounds on an unknown id: refuse it here.
+                reply = Tokens(message.req_id, error=f"invalid token id {bad[0]} "
+                               f"(the vocabulary has {model.n_vocab})", error_status=400)
+            else:
+                reply = Tokens(message.req_id, content=model.text_of(message.tokens))
+        except Exception as e:  # a bug of ours fails this request, not every one on the runner
+            log.exception("tokenize %d failed", message.req_id)
+            reply = Tokens(message.req_id, error=f"internal error: {type(e).__name__}: {e}",
+                           error_status=500)
         self.sock.send_multipart([client, *self.codec.encode(reply)])
 
     def _handle(self, engine: BatchEngine | None, frames: list[bytes]) -> None:

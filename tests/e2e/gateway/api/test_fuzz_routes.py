@@ -20,7 +20,9 @@ ROUTES = [
     ("GET", "/"), ("HEAD", "/api/blobs/sha256:" + "0" * 64), ("POST", "/api/blobs/sha256:x"),
     ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
     ("GET", "/v1/models"), ("GET", "/v1/models/tiny"), ("POST", "/v1/messages"),
-    ("POST", "/v1/responses"), ("GET", "/metrics"),
+    ("POST", "/v1/responses"), ("GET", "/metrics"), ("POST", "/api/tokenize"),
+    ("POST", "/api/detokenize"), ("POST", "/api/rerank"), ("POST", "/v1/rerank"),
+    ("GET", "/healthz"), ("GET", "/readyz"),
 ]
 # Routes that change the store write only fuzz-owned names, so `tiny` outlives the run; pulls
 # and pushes go to a closed local port, never to the internet.
@@ -99,6 +101,9 @@ SHAPED = {
     "/api/create": st.fixed_dictionaries({"model": st.just("fuzz"), "from": st.just("tiny")},
                                          optional={"template": templates, "system": texts,
                                                    "parameters": typed_options}),
+    "/api/tokenize": st.fixed_dictionaries({"model": st.just("tiny"), "content": texts}),
+    "/api/detokenize": st.fixed_dictionaries({"model": st.just("tiny"),
+                                              "tokens": st.lists(st.integers(-5, 10 ** 6))}),
     "/api/embed": st.fixed_dictionaries({"model": st.just("tiny"),
                                          "input": texts | st.lists(texts)},
                                         optional={"options": typed_options}),
