@@ -107,3 +107,8 @@ def test_action_scanning_keeps_trim_markers() -> None:
     assert render("{{ .Prompt }} {{- /* c */ -}} !") == "hi!"
     with pytest.raises(TemplateError, match="unclosed action"):
         render("{{ .Prompt }} {{ .Prompt")
+
+
+def test_a_template_past_the_size_limit_is_refused_at_create() -> None:
+    with pytest.raises(GoTemplateError, match="longer than"):
+        check_template("{{ x }}" * 30_000)
