@@ -71,6 +71,10 @@ def _client_commands(sub: Any) -> None:
         transfer.add_argument("model")
         transfer.add_argument("--insecure", action="store_true",
                               help="use an insecure registry (plain http)")
+    # keygen: a CURVE key pair for the TCP links between gateways and workers
+    command("keygen", "keys:cmd_keygen",
+            "write a CURVE key pair: PATH.key (secret) and PATH.pub").add_argument(
+        "path", help="where to write PATH.key and PATH.pub")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,8 @@ def _client(args: argparse.Namespace) -> int:
         return command(args)
     except CliError as e:  # HerdClient turns every HTTP failure into one
         message = str(e)
+    except FileExistsError as e:  # herd keygen never overwrites a key
+        message = f"{e.filename} already exists"
     except OSError as e:  # a Modelfile or model file that cannot be read
         message = f"{e.filename}: {e.strerror}" if e.filename else str(e)
     except KeyboardInterrupt:

@@ -54,6 +54,16 @@ class Settings(msgspec.Struct, frozen=True):
     api_keys: tuple[str, ...] = ()
     tls_cert: str = ""  # HERD_TLS_CERT / HERD_TLS_KEY: PEM files; both set serves HTTPS
     tls_key: str = ""
+    # CURVE on TCP links (protocol/curve.py): a worker's own key and the folder of gateways'
+    # public keys it accepts; a gateway's own key and the workers' public key.
+    curve_secret_key: str = ""
+    curve_authorized: str = ""
+    curve_server_key: str = ""
+    drain_timeout_s: float = 30.0  # SIGTERM: how long in-flight work may take to finish
+    lease_timeout_s: float = 15.0  # a node forgets a gateway whose heartbeats stop this long
+    max_runners_per_peer: int = 8  # runners one gateway may hold on one node
+    max_message_bytes: int = 64 * 1024 * 1024  # largest message a runner accepts (ZMQ MAXMSGSIZE)
+    discovery_interval_s: float = 10.0  # how often HERD_WORKERS host names are re-resolved
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -101,6 +111,27 @@ def _load_timeout_s(raw: str) -> float:
             log.warning("OLLAMA_LOAD_TIMEOUT=%s is not a duration: using 5m", text)
             return 300.0
     return seconds if seconds > 0 else float("inf")
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """Go duration or seconds; anything else (or ≤ 0) keeps the default."""
+    text = env.get(name, "").strip().strip("\"'")
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = parse_go_duration(text) / 1e9
+        except DurationError:
+            log.warning("%s=%s is not a duration: using %gs", name, text, default)
+            return default
+    return seconds if seconds > 0 else default
+
+
+def _path(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    return os.path.abspath(os.path.expanduser(value)) if value else ""
 
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -163,6 +194,14 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         api_keys=_api_keys(env.get("HERD_API_KEYS", "")),
         tls_cert=os.path.expanduser(env.get("HERD_TLS_CERT", "").strip()),
         tls_key=os.path.expanduser(env.get("HERD_TLS_KEY", "").strip()),
+        curve_secret_key=_path(env, "HERD_CURVE_SECRET_KEY"),
+        curve_authorized=_path(env, "HERD_CURVE_AUTHORIZED"),
+        curve_server_key=_path(env, "HERD_CURVE_SERVER_KEY"),
+        drain_timeout_s=_seconds(env, "HERD_DRAIN_TIMEOUT", 30.0),
+        lease_timeout_s=_seconds(env, "HERD_LEASE_TIMEOUT", 15.0),
+        max_runners_per_peer=max(_int(env, "HERD_MAX_RUNNERS_PER_PEER", 8), 1),
+        max_message_bytes=max(_int(env, "HERD_MAX_MESSAGE_BYTES", 64 * 1024 * 1024), 1024 * 1024),
+        discovery_interval_s=_seconds(env, "HERD_DISCOVERY_INTERVAL", 10.0),
     )
 
 

@@ -225,3 +225,25 @@ def test_log_level(env: dict, level: str, llama_verbose: str | None) -> None:
     env = dict(env)
     assert log_level(env) == level
     assert env.get("HERD_LLAMA_VERBOSE") == llama_verbose
+
+
+# Cluster settings (HERD_CURVE_*, drain, leases, bounds, discovery)
+
+
+def test_cluster_settings_defaults(run_dir: str) -> None:
+    s = settings(run_dir)
+    assert (s.curve_secret_key, s.curve_authorized, s.curve_server_key) == ("", "", "")
+    assert (s.drain_timeout_s, s.lease_timeout_s, s.discovery_interval_s) == (30.0, 15.0, 10.0)
+    assert s.max_runners_per_peer == 8 and s.max_message_bytes == 64 * 1024 * 1024
+
+
+def test_cluster_settings_from_env(run_dir: str, tmp_path: pathlib.Path) -> None:
+    s = settings(run_dir, HERD_CURVE_SECRET_KEY="keys/w.key", HERD_CURVE_AUTHORIZED=str(tmp_path),
+                 HERD_DRAIN_TIMEOUT="1m", HERD_LEASE_TIMEOUT="2", HERD_DISCOVERY_INTERVAL="500ms",
+                 HERD_MAX_RUNNERS_PER_PEER="2", HERD_MAX_MESSAGE_BYTES="1")
+    assert s.curve_secret_key == os.path.abspath("keys/w.key")
+    assert s.curve_authorized == str(tmp_path)
+    assert (s.drain_timeout_s, s.lease_timeout_s, s.discovery_interval_s) == (60.0, 2.0, 0.5)
+    assert s.max_runners_per_peer == 2
+    assert s.max_message_bytes == 1024 * 1024  # never below what a request needs
+    assert settings(run_dir, HERD_DRAIN_TIMEOUT="soon").drain_timeout_s == 30.0
