@@ -59,8 +59,8 @@ def profile(model_path: str, streams: int, tokens: int, timers: Timers) -> str:
         for o in outs:
             outputs.setdefault(o.req_id, []).append(o)
 
-    spec = RunnerSpec(key="profile", model_path=model_path, num_ctx=2048, num_parallel=streams)
-    _, engine = load_engine(spec, emit)
+    spec = RunnerSpec(key="profile", model_digest="", num_ctx=2048, num_parallel=streams)
+    _, engine = load_engine(spec, emit, model_path)
     timers.decode = timers.sample = 0.0
     for i in range(streams):
         engine.submit(b"bench", Submit(i, SamplingParams(temperature=0.8, top_k=40, top_p=0.9, seed=i,

@@ -64,6 +64,7 @@ async def _serve_http(settings: Settings, node_endpoints: list[str],
     from aiohttp import web
 
     from herd.gateway.app import create_app
+    from herd.gateway.http.drain import DRAIN
 
     app = create_app(settings, node_endpoints)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the
@@ -81,6 +82,13 @@ async def _serve_http(settings: Settings, node_endpoints: list[str],
     supervisor = asyncio.create_task(local_node.supervise()) if local_node else None
     try:
         await stop.wait()
+        # Draining: /readyz is 503 from now on and new requests are refused, while streams in
+        # flight run to their end (bounded), so a rolling restart cuts no answer short.
+        app[DRAIN].begin()
+        log.info("draining: waiting for %d request(s) in flight", app[DRAIN].in_flight)
+        if not await app[DRAIN].wait_idle(settings.drain_timeout_s):
+            log.warning("drain timeout (%gs): %d request(s) cut", settings.drain_timeout_s,
+                        app[DRAIN].in_flight)
     finally:
         if supervisor is not None:
             supervisor.cancel()
@@ -125,6 +133,6 @@ def worker(settings: Settings, bind: str, exit_with_parent: bool) -> int:
     except DeviceSpecError as e:
         log.error("%s", e)
         return 2
-    run_node(bind or settings.node_bind or "tcp://0.0.0.0:11435", settings.run_dir,
-             settings.runner_host, exit_with_parent=exit_with_parent, inventory=inventory)
+    run_node(bind or settings.node_bind or "tcp://0.0.0.0:11435", settings,
+             exit_with_parent=exit_with_parent, inventory=inventory)
     return 0

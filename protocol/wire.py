@@ -158,10 +158,11 @@ class EngineStep(Struct, array_like=True, gc=False):
 class RunnerSpec(Struct, omit_defaults=True):
     """What a node needs to start a runner. `key` identifies the loaded instance (a replica:
     the model's `model_key` plus where it was placed); runners with one model_key are replicas
-    that answer alike."""
+    that answer alike. Weights are named by blob digest: the node finds them in its own store
+    and refuses anything else."""
 
     key: str
-    model_path: str
+    model_digest: str  # "sha256:<hex>", the GGUF blob in the node's OLLAMA_MODELS
     num_ctx: int
     num_parallel: int
     num_batch: int = 512
@@ -169,7 +170,7 @@ class RunnerSpec(Struct, omit_defaults=True):
     num_gpu_layers: int = -1
     use_mmap: bool = True
     family: str = ""
-    adapters: list[str] = []  # LoRA GGUF paths applied to every context of this runner
+    adapter_digests: list[str] = []  # LoRA GGUF blobs applied to every context of this runner
     kv_cache_type: str = "f16"  # f16, q8_0 or q4_0 (OLLAMA_KV_CACHE_TYPE)
     flash_attention: str = "auto"  # auto, on or off (OLLAMA_FLASH_ATTENTION)
     model_key: str = ""  # the model and its load-time options, without the placement
@@ -215,20 +216,25 @@ class Pong(Struct, array_like=True):
     nonce: int
 
 
-class Hello(Struct):
-    """Gateway → node, once a second: a heartbeat the node answers with NodeInfo."""
+class Hello(Struct, omit_defaults=True):
+    """Gateway → node, once a second: a heartbeat the node answers with NodeInfo. It renews the
+    gateway's leases on the runners named in `keys`; a gateway silent for longer than the
+    node's lease timeout loses them all (a restarted gateway leaves nothing running)."""
 
     version: int = WIRE_VERSION
+    keys: list[str] = []
 
 
 class NodeInfo(Struct, omit_defaults=True):
     """The node's answer to Hello; a new node_id means the node restarted and its runners died.
     It carries the node's devices and every runner it holds, so each gateway places models
-    knowing what the others loaded."""
+    knowing what the others loaded. `draining`: it is shutting down (SIGTERM), takes no new
+    runners and its runners finish what they have; sent unasked when draining starts."""
 
     node_id: str
     devices: list[DeviceInfo] = []
     runners: list[RunnerInfo] = []
+    draining: bool = False
 
 
 class LoadModel(Struct):

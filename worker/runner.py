@@ -1,7 +1,9 @@
 """The runner process: one loaded model, one llama.cpp context, one batching engine.
 
-It binds a ROUTER socket that gateways connect to, tells its node when it is ready (or why it
-failed to load), and otherwise loops: drain every waiting message, run one engine step.
+It binds a ROUTER socket that gateways connect to (CURVE-authenticated like its node's when the
+node has keys), tells its node when it is ready (or why it failed to load), and otherwise loops:
+drain every waiting message, run one engine step. SIGTERM: new requests are refused, the running
+ones finish, then it exits.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import logging
 from collections.abc import Mapping
 import os
+import signal
 import sys
 import time
 import traceback
@@ -17,6 +20,7 @@ import traceback
 import llama_cpp as L
 import zmq
 
+from herd.protocol.curve import ServerKeys
 from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, Ping, Pong,
                                 RequestOutput, Rerank, RunnerFailed, RunnerReady, RunnerSpec,
                                 Submit, Tokenize, Tokens, WireCodec)
@@ -77,15 +81,16 @@ def model_template(model: LlamaModel, family: str) -> ChatTemplate:
         return ChatTemplate.for_model(None, family, **tokens)
 
 
-def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None,
+def load_engine(spec: RunnerSpec, emit, model: LlamaModel | str,
                 adapters: list[LoraAdapter] | None = None) -> tuple[LlamaModel, BatchEngine]:
-    model = model or LlamaModel(spec.model_path, n_gpu_layers=spec.num_gpu_layers)
+    """`model`: a loaded model, or the path of its GGUF (tests, benchmarks)."""
+    if isinstance(model, str):
+        model = LlamaModel(model, n_gpu_layers=spec.num_gpu_layers)
     n_ctx = context_length(spec, model)
     ctx = LlamaContext(model, n_ctx_seq=n_ctx, n_seq=max(spec.num_parallel, 1),
                        n_batch=spec.num_batch, n_threads=thread_count(spec),
                        kv_cache_type=spec.kv_cache_type, flash_attention=spec.flash_attention)
-    ctx.apply_adapters(adapters if adapters is not None else
-                       [LoraAdapter(model, path) for path in spec.adapters])
+    ctx.apply_adapters(adapters or [])
     family = spec.family or (model.meta("general.architecture") or "")
     template = model_template(model, family)
     return model, BatchEngine(model, ctx, template, emit,
@@ -93,8 +98,13 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | None = None,
 
 
 class Runner:
-    def __init__(self, spec: RunnerSpec, bind: str, node_events: str) -> None:
+    def __init__(self, spec: RunnerSpec, bind: str, node_events: str, model_path: str,
+                 adapter_paths: list[str], keys: ServerKeys | None = None,
+                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
         self.spec = spec
+        self.model_path = model_path
+        self.adapter_paths = adapter_paths
+        self.stopping = False
         self.codec = WireCodec()
         self.zctx = zmq.Context.instance()
         self.events = self.zctx.socket(zmq.PUSH)
@@ -106,6 +116,10 @@ class Runner:
         # A ROUTER drops messages for a peer whose queue is full: a gateway stalled for a few
         # seconds would silently lose text. No high-water mark: a slow gateway costs memory.
         self.sock.setsockopt(zmq.SNDHWM, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        if keys is not None:
+            self._auth = keys.start_authenticator(self.zctx, asyncio=False)
+            keys.apply(self.sock)
         self.bind = bind
         self.parent = os.getppid()
         self.model: LlamaModel | None = None
@@ -117,10 +131,10 @@ class Runner:
 
     def run(self) -> int:
         try:
-            self.model = LlamaModel(self.spec.model_path, n_gpu_layers=self.spec.num_gpu_layers,
+            self.model = LlamaModel(self.model_path, n_gpu_layers=self.spec.num_gpu_layers,
                                     tensor_split=self.spec.tensor_split,
                                     main_gpu=self.spec.main_gpu)
-            self.adapters = [LoraAdapter(self.model, path) for path in self.spec.adapters]
+            self.adapters = [LoraAdapter(self.model, path) for path in self.adapter_paths]
             # Embedding-only models (BERT) cannot generate: they get no generation context.
             engine = None if is_embedding_model(self.model) else load_engine(
                 self.spec, self._emit, self.model, self.adapters)[1]
@@ -142,6 +156,12 @@ class Runner:
             while poller.poll(timeout):
                 self._handle(engine, self.sock.recv_multipart(zmq.NOBLOCK))
                 timeout = 0
+            if self.stopping and (engine is None or not engine.has_work):
+                # SIGTERM, and every sequence has finished. Closing with linger: the last
+                # step's text must still reach the gateways.
+                self.sock.setsockopt(zmq.LINGER, 5000)
+                self.sock.close()
+                return 0
             now = time.monotonic()
             if now >= next_parent_check:
                 next_parent_check = now + 1.0
@@ -212,6 +232,10 @@ class Runner:
                 self._emit(client, [RequestOutput(message.req_id, finish=FinishReason.ERROR,
                                                   error="this model does not support generate",
                                                   error_status=400)])
+        elif isinstance(message, Submit) and self.stopping:
+            self._emit(client, [RequestOutput(message.req_id, finish=FinishReason.ERROR,
+                                              error="model runner is shutting down",
+                                              error_status=503)])
         elif isinstance(message, Submit):
             engine.submit(client, message)
             engine.flush()
@@ -227,9 +251,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="RunnerSpec as JSON")
     parser.add_argument("--bind", required=True)
     parser.add_argument("--events", required=True, help="the node's PULL endpoint")
+    parser.add_argument("--model", required=True, help="the GGUF the node resolved from the digest")
+    parser.add_argument("--adapter", action="append", default=[])
+    parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
+    parser.add_argument("--curve-secret-key", default="")
+    parser.add_argument("--curve-authorized", default="")
     args = parser.parse_args(argv)
     spec = msgspec.json.decode(args.spec, type=RunnerSpec)
-    return Runner(spec, args.bind, args.events).run()
+    keys = ServerKeys.load(args.curve_secret_key, args.curve_authorized)
+    runner = Runner(spec, args.bind, args.events, args.model, args.adapter, keys,
+                    args.max_message_bytes)
+
+    def stop(*_: object) -> None:
+        runner.stopping = True  # the loop polls at least every _IDLE_POLL_MS
+
+    signal.signal(signal.SIGTERM, stop)
+    return runner.run()
 
 
 if __name__ == "__main__":

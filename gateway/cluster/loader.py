@@ -17,7 +17,7 @@ from herd.gateway.cluster.groups import ModelGroup, Replica
 from herd.gateway.errors import ModelTooLarge, RunnerError
 from herd.gateway.placement.estimate import MemoryEstimate, estimate, rough_estimate
 from herd.gateway.placement.fit import DoesNotFit, NodeView, Placement, place
-from herd.gateway.store.models import run_blocking
+from herd.gateway.store.models import ModelEntry, run_blocking
 from herd.protocol.wire import ModelLoaded, RunnerInfo, RunnerSpec
 
 if TYPE_CHECKING:
@@ -27,13 +27,16 @@ log = logging.getLogger("herd.scheduler")
 
 NO_ROOM_RETRY_S = 2.0  # an extra replica found no room: look again after this
 GONE_TIMEOUT_S = 10.0  # how long an evicted runner may take to leave its node's report
+DEAD_ENDPOINT_S = 60.0  # long past the node's reaping of a dead runner
 
 
 class Loader:
     def __init__(self, scheduler: Scheduler, connect_runner: Any) -> None:
         self.scheduler = scheduler
         self.connect_runner = connect_runner
-        self.dead_endpoints: set[str] = set()
+        # Endpoint → when its runner was seen to die; pruned, since a port is reused later
+        # by a live runner.
+        self.dead_endpoints: dict[str, float] = {}
         self._lock = asyncio.Lock()  # one load at a time: each sees the last one's memory
         self._estimates: dict[str, MemoryEstimate] = {}
         self._starting: set[str] = set()  # runner keys this gateway is starting now
@@ -112,7 +115,7 @@ class Loader:
     async def _estimate(self, group: ModelGroup) -> MemoryEstimate:
         cached = self._estimates.get(group.model_key)
         if cached is None:
-            cached = await run_blocking(_estimate_for, group.spec)
+            cached = await run_blocking(_estimate_for, group.spec, group.entry)
             self._estimates[group.model_key] = cached
         return cached
 
@@ -202,6 +205,9 @@ class Loader:
                             ) -> Callable[[], Awaitable[ModelLoaded]]:
         timeout = self.scheduler.settings.load_timeout_s
         pending = await node.request_load(spec, timeout)
+        cutoff = time.monotonic() - DEAD_ENDPOINT_S
+        for endpoint in [e for e, t in self.dead_endpoints.items() if t < cutoff]:
+            del self.dead_endpoints[endpoint]
 
         async def ready() -> ModelLoaded:
             waiting = pending
@@ -229,7 +235,10 @@ class Loader:
             if nodes:
                 return nodes
             if time.monotonic() >= deadline:
-                raise RunnerError("no worker node is reachable")
+                problems = "; ".join(p for n in self.scheduler.nodes
+                                     if (p := getattr(n, "problem", lambda: "")()))
+                raise RunnerError("no worker node is reachable"
+                                  + (f" ({problems})" if problems else ""))
             await asyncio.sleep(0.1)
 
 
@@ -241,16 +250,17 @@ def placed_spec(spec: RunnerSpec, model_key: str, placement: Placement) -> Runne
         num_gpu_layers=placement.num_gpu_layers, main_gpu=placement.main_gpu)
 
 
-def _estimate_for(spec: RunnerSpec) -> MemoryEstimate:
+def _estimate_for(spec: RunnerSpec, entry: ModelEntry) -> MemoryEstimate:
+    """Estimated from the gateway's own copy of the store (the spec names blobs by digest)."""
     try:
-        est = estimate(spec.model_path, n_ctx_per_seq=spec.num_ctx, n_seq=spec.num_parallel,
+        est = estimate(entry.model_path, n_ctx_per_seq=spec.num_ctx, n_seq=spec.num_parallel,
                        n_batch=spec.num_batch, cache_type=spec.kv_cache_type,
                        flash_attention=spec.flash_attention != "off")
     except Exception as e:  # a header the reader does not model: size it roughly
-        log.warning("no memory estimate for %s (%s): using its file size", spec.model_path, e)
-        est = rough_estimate(spec.model_path, os.path.getsize(spec.model_path),
+        log.warning("no memory estimate for %s (%s): using its file size", entry.model_path, e)
+        est = rough_estimate(entry.model_path, os.path.getsize(entry.model_path),
                              n_seq=spec.num_parallel)
-    adapters = sum(os.path.getsize(a) for a in spec.adapters if os.path.exists(a))
+    adapters = sum(os.path.getsize(a) for a in entry.adapters if os.path.exists(a))
     return msgspec.structs.replace(est, other=est.other + adapters) if adapters else est
 
 

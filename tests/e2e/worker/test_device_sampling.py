@@ -54,8 +54,8 @@ def test_engine_attaches_only_capable_chains(tiny_gguf: pathlib.Path,
         for o in outs:
             outputs.setdefault(o.req_id, []).append(o)
 
-    spec = RunnerSpec(key="t", model_path=str(tiny_gguf), num_ctx=256, num_parallel=3)
-    _, engine = load_engine(spec, emit)
+    spec = RunnerSpec(key="t", model_digest="", num_ctx=256, num_parallel=3)
+    _, engine = load_engine(spec, emit, str(tiny_gguf))
     try:
         assert engine.device_sampling
         engine.submit(b"c", Submit(1, SamplingParams(temperature=0.7, seed=1, num_predict=6),
@@ -76,7 +76,7 @@ def test_engine_attaches_only_capable_chains(tiny_gguf: pathlib.Path,
 
 
 def test_device_sampling_setting() -> None:
-    spec = RunnerSpec(key="t", model_path="x", num_ctx=16, num_parallel=1, num_gpu_layers=0)
+    spec = RunnerSpec(key="t", model_digest="x", num_ctx=16, num_parallel=1, num_gpu_layers=0)
     assert device_sampling(spec, {"HERD_DEVICE_SAMPLING": "on"})
     assert not device_sampling(spec, {"HERD_DEVICE_SAMPLING": "off"})
     # auto: never with every layer on the CPU

@@ -38,7 +38,7 @@ from herd.protocol.wire import (
     WireMessage,
 )
 
-SPEC = RunnerSpec(key="gemma3:270m#1", model_path="/models/blobs/sha256-abc", num_ctx=8192,
+SPEC = RunnerSpec(key="gemma3:270m#1", model_digest="sha256:" + "ab" * 32, num_ctx=8192,
                   num_parallel=4, num_batch=256, num_threads=2, num_gpu_layers=0,
                   use_mmap=False, family="gemma3")
 
