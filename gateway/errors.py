@@ -57,6 +57,16 @@ class ModelTooLarge(HerdError):
                          f"{_gib(free)} ({free} bytes)")
 
 
+class ServerDraining(HerdError):
+    """SIGTERM: this gateway finishes what it has and takes nothing new (the load balancer
+    retries elsewhere; /readyz already says 503)."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("server is shutting down, please try again")
+
+
 class RequestCanceled(HerdError):
     status = 499
 

@@ -3,7 +3,9 @@
 A dead process cannot say it died, so the gateway sends the node a Hello every second and the
 node answers with its id, its devices and the runners it holds: no answer for a while means
 unreachable (its requests are failed, its runners dropped); a new id means the node was
-restarted and every runner it had is gone.
+restarted and every runner it had is gone. Over TCP the link is CURVE-authenticated when the
+gateway has keys; a socket monitor turns a refused handshake into the reason /readyz gives. A
+node that says it is draining (SIGTERM) takes no new runners; `on_drain` is told once.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from collections.abc import Awaitable, Callable
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from herd.gateway.errors import RunnerError
+from herd.protocol.curve import ClientKeys, is_tcp
 from herd.protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, NodeInfo, RunnerExited,
                            RunnerSpec, UnloadModel, WireCodec)
 
@@ -26,18 +30,30 @@ log = logging.getLogger("herd.gateway")
 
 HEARTBEAT_S = 1.0
 UNREACHABLE_AFTER_S = 5.0
+_MONITORS = itertools.count(1)
 
 
 class NodeClient:
     def __init__(self, zctx: zmq.asyncio.Context, endpoint: str,
                  on_runner_exit: Callable[[RunnerExited], None],
                  on_restart: Callable[[NodeClient], None] = lambda node: None,
-                 on_down: Callable[[NodeClient], None] = lambda node: None) -> None:
+                 on_down: Callable[[NodeClient], None] = lambda node: None,
+                 keys: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
         self.codec = WireCodec()
         self.sock = zctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.secured = keys is not None and is_tcp(endpoint)
+        if self.secured:
+            keys.apply(self.sock)  # type: ignore[union-attr]
+        # Named per client: pyzmq's default name is per file descriptor, which a closed and
+        # re-created client (discovery) may get again before the old monitor is gone.
+        self._monitor = self.sock.get_monitor_socket(addr=f"inproc://herd-node-{next(_MONITORS)}")
         self.sock.connect(endpoint)
+        self.on_drain: Callable[[NodeClient], None] = lambda node: None  # set by the scheduler
+        self.draining = False
+        self._endpoints: dict[str, str] = {}  # key → runner endpoint, for reconciliation
+        self.link_error = ""  # why the last handshake failed, for /readyz
         self._on_runner_exit = on_runner_exit
         self._on_restart = on_restart
         self._on_down = on_down
@@ -55,10 +71,31 @@ class NodeClient:
         self._reader = asyncio.create_task(self._read())
         self._reader.add_done_callback(_log_if_failed)
         self._heartbeat = asyncio.create_task(self._beat())
+        self._watcher = asyncio.create_task(self._watch_link())
+
+    @property
+    def reachable(self) -> bool:
+        # A refused handshake ends the start-up grace: that node will not answer this gateway.
+        if self.link_error and not self.node_id:
+            return False
+        return time.monotonic() - self._last_seen < UNREACHABLE_AFTER_S
 
     @property
     def alive(self) -> bool:
-        return time.monotonic() - self._last_seen < UNREACHABLE_AFTER_S
+        """Up and taking new runners (a draining node is finishing, not taking)."""
+        return self.reachable and not self.draining
+
+    def problem(self) -> str:
+        """Why this node cannot take work now, or "" (what /readyz reports)."""
+        if self.draining:
+            return f"worker node {self.endpoint} is shutting down"
+        if self.reachable and self.node_id:
+            return ""
+        if self.link_error:
+            return f"worker node {self.endpoint}: {self.link_error}"
+        if self.reachable:
+            return f"worker node {self.endpoint}: connecting"
+        return f"worker node {self.endpoint} does not answer"
 
     @property
     def answered(self) -> bool:
@@ -89,7 +126,9 @@ class NodeClient:
         future: asyncio.Future[ModelLoaded] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self.sock.send_multipart(self.codec.encode(LoadModel(request_id, spec)))
+            # A DEALER with no completed connection blocks on send: bound that too.
+            await asyncio.wait_for(self.sock.send_multipart(
+                self.codec.encode(LoadModel(request_id, spec))), UNREACHABLE_AFTER_S)
         except BaseException:
             self._pending.pop(request_id, None)
             raise
@@ -100,6 +139,7 @@ class NodeClient:
             finally:
                 self._pending.pop(request_id, None)
             self.loaded_keys.add(spec.key)
+            self._endpoints[spec.key] = loaded.endpoint
             return loaded
 
         return ready()
@@ -109,22 +149,48 @@ class NodeClient:
 
     async def unload(self, key: str) -> None:
         self.loaded_keys.discard(key)
-        await self.sock.send_multipart(self.codec.encode(UnloadModel(key)))
+        self._endpoints.pop(key, None)
+        try:
+            await asyncio.wait_for(self.sock.send_multipart(self.codec.encode(UnloadModel(key))),
+                                   UNREACHABLE_AFTER_S)
+        except asyncio.TimeoutError:
+            pass  # an unreachable node expires this gateway's lease by itself
 
     async def close(self) -> None:
-        for task in (self._heartbeat, self._reader):
+        for task in (self._heartbeat, self._reader, self._watcher):
             task.cancel()
             try:
                 await task
             except asyncio.CancelledError:
                 pass
+        self.sock.disable_monitor()
+        self._monitor.close()
         self.sock.close()
+
+    async def _watch_link(self) -> None:
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.link_error = ""
+            elif kind in _HANDSHAKE_FAILED:
+                reason = _handshake_reason(kind, value, self.secured)
+                if reason != self.link_error:
+                    log.error("worker node %s: %s", self.endpoint, reason)
+                self.link_error = reason
 
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
-            await self.sock.send_multipart(self.codec.encode(Hello()))
-            alive = self.alive
+            try:
+                # A DEALER whose connection is being re-established blocks on send (a cut
+                # link, a handshake torn down): the check below must still run.
+                hello = Hello(keys=sorted(self.loaded_keys))  # renews this gateway's leases
+                await asyncio.wait_for(self.sock.send_multipart(self.codec.encode(hello)),
+                                       HEARTBEAT_S)
+            except asyncio.TimeoutError:
+                pass
+            alive = self.reachable  # a draining node still answers: it is not down
             if self._was_alive and not alive:
                 log.warning("worker node %s stopped answering", self.endpoint)
                 self.loaded_keys.clear()
@@ -134,11 +200,16 @@ class NodeClient:
     def _seen(self, info: NodeInfo) -> None:
         self._last_seen = time.monotonic()
         self.info = info
+        if info.draining and not self.draining and info.node_id == self.node_id:
+            log.warning("worker node %s is shutting down: no new runners there", self.endpoint)
+            self.draining = True
+            self.on_drain(self)
         fresh, self._fresh = self._fresh, []
         for future in fresh:
             if not future.done():
                 future.set_result(info)
         if info.node_id == self.node_id:
+            self._reconcile(info)
             if self.orphans:
                 orphans, self.orphans = self.orphans, set()
                 log.warning("worker node %s answers again: releasing %d runner(s) held before",
@@ -149,6 +220,7 @@ class NodeClient:
         self.orphans.clear()
         restarted = bool(self.node_id)
         self.node_id = info.node_id
+        self.draining = info.draining
         if restarted:
             log.warning("worker node %s restarted: its runners are gone", self.endpoint)
             self.loaded_keys.clear()
@@ -179,6 +251,35 @@ class NodeClient:
             elif isinstance(message, RunnerExited):
                 self.loaded_keys.discard(message.key)
                 self._on_runner_exit(message)
+
+    def _reconcile(self, info: NodeInfo) -> None:
+        """Runners this gateway holds that the node no longer has (their exit notice was lost
+        while the link was down, or the lease expired): gone, as if the node had said so."""
+        have = {r.key for r in info.runners}
+        for key in [k for k in self.loaded_keys if k not in have and k in self._endpoints]:
+            log.warning("worker node %s no longer has runner %s", self.endpoint, key)
+            self.loaded_keys.discard(key)
+            self._on_runner_exit(RunnerExited(key, self._endpoints.pop(key), -1))
+
+
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def _handshake_reason(kind: int, value: int, secured: bool) -> str:
+    if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return ("the worker refused this gateway's CURVE key (status %d): add its .pub to the "
+                "worker's HERD_CURVE_AUTHORIZED folder" % value)
+    if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL or value < 0x10000000:
+        # An errno, not a ZMTP protocol error: the connection broke during the handshake,
+        # which a wrong server key also looks like (the worker cannot decrypt and hangs up).
+        what = "" if not secured else ", or HERD_CURVE_SERVER_KEY is not the worker's public key"
+        return f"handshake failed (errno {value}): the connection was cut{what}"
+    if not secured:
+        return ("handshake failed (protocol error 0x%x): the worker requires CURVE keys; set "
+                "HERD_CURVE_SECRET_KEY and HERD_CURVE_SERVER_KEY" % value)
+    return ("CURVE handshake failed (protocol error 0x%x): is HERD_CURVE_SERVER_KEY the "
+            "worker's public key, and does the worker use CURVE?" % value)
 
 
 def _log_if_failed(task: asyncio.Task[None]) -> None:

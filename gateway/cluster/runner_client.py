@@ -12,6 +12,7 @@ import zmq.asyncio
 
 from herd.gateway.errors import RunnerError
 from herd.gateway.cluster.request_stream import RequestStream
+from herd.protocol.curve import ClientKeys, is_tcp
 from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, Ping, Rerank, Submit,
                                 Tokenize, Tokens, WireCodec)
 
@@ -26,7 +27,8 @@ class RunnerClient:
     this long is hung; `on_stall` is told, and its requests fail."""
 
     def __init__(self, zctx: zmq.asyncio.Context, endpoint: str, stall_s: float = 120.0,
-                 on_stall: Callable[[RunnerClient], None] = lambda client: None) -> None:
+                 on_stall: Callable[[RunnerClient], None] = lambda client: None,
+                 keys: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
         self.stall_s = stall_s
         self.on_stall = on_stall
@@ -35,8 +37,11 @@ class RunnerClient:
         self.sock = zctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)  # never drop a step's text (see worker/runner.py)
-        # A runner never comes back on the same endpoint: no point in reconnecting.
-        self.sock.setsockopt(zmq.RECONNECT_IVL, -1)
+        # A dropped TCP link to a live runner must come back (the default reconnect, backing off
+        # to 2 s); a runner that died is reported by its node, and this client is closed then.
+        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if keys is not None and is_tcp(endpoint):
+            keys.apply(self.sock)
         self.streams: dict[int, RequestStream] = {}
         # Request/reply calls (embed, rerank, tokenize) waiting for their one answer, by req_id.
         self.calls: dict[int, asyncio.Future[Embeddings | Tokens]] = {}

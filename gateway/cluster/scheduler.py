@@ -52,10 +52,21 @@ class Scheduler:
 
     async def connect(self, endpoints: list[str]) -> None:
         for endpoint in endpoints:
-            node = self.connect_node(endpoint, self._on_runner_exit, self._on_node_restart,
-                                     self._on_node_down)
-            await node.start()
-            self.nodes.append(node)
+            await self.add_node(endpoint)
+
+    async def add_node(self, endpoint: str) -> Any:
+        node = self.connect_node(endpoint, self._on_runner_exit, self._on_node_restart,
+                                 self._on_node_down)
+        node.on_drain = self._on_node_draining
+        await node.start()
+        self.nodes.append(node)
+        return node
+
+    async def remove_node(self, node: Any) -> None:
+        """A node discovery no longer finds: its runners are gone for this gateway."""
+        self.nodes.remove(node)
+        self._on_node_restart(node)
+        await node.close()
 
     async def close(self) -> None:
         for replica in self.loaded:
@@ -207,7 +218,7 @@ class Scheduler:
                  ",".join(replica.devices))
 
     def _drop(self, replica: Replica, message: str = RUNNER_STOPPED) -> None:
-        self.loader.dead_endpoints.add(replica.client.endpoint)
+        self.loader.dead_endpoints[replica.client.endpoint] = time.monotonic()
         replica.node.loaded_keys.discard(replica.key)
         self._forget(replica, message)
         self._spawn(replica.client.close())
@@ -230,6 +241,26 @@ class Scheduler:
         """A restarted node's runners died with it, whether or not they said so."""
         for replica in [r for r in self.loaded if r.node is node]:
             self._drop(replica)
+
+    def _on_node_draining(self, node: Any) -> None:
+        """A node shutting down finishes what it has: new requests load elsewhere, streams in
+        flight go on, and each runner's link closes once its last request is done."""
+        for replica in [r for r in self.loaded if r.node is node]:
+            group = replica.group
+            if replica in group.replicas:
+                group.replicas.remove(replica)
+            replica.gone = True
+            if replica.timer is not None:
+                replica.timer.cancel()
+            group.changed.set()
+            self._spawn(self._close_when_idle(replica))
+
+    async def _close_when_idle(self, replica: Replica) -> None:
+        deadline = time.monotonic() + self.settings.drain_timeout_s + 5
+        while replica.refs > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        replica.client.fail_all(RUNNER_STOPPED)
+        await replica.client.close()
 
     def _on_node_down(self, node: Any) -> None:
         """A node that stopped answering fails its requests now; if it comes back, the runners

@@ -13,7 +13,9 @@ def test_healthz_and_readyz_on_a_serving_server(server) -> None:
     r = httpx.get(server.url + "/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
     assert wait_until(lambda: httpx.get(server.url + "/readyz").status_code == 200)
-    assert httpx.get(server.url + "/readyz").json() == {"status": "ready", "nodes": 1}
+    ready = httpx.get(server.url + "/readyz").json()
+    assert (ready["status"], ready["nodes"]) == ("ready", 1)
+    assert [w["ready"] for w in ready["workers"]] == [True]
 
 
 def test_not_ready_without_a_reachable_worker(tmp_path) -> None:
