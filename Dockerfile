@@ -12,6 +12,7 @@ COPY scripts ./scripts
 COPY gateway ./gateway
 COPY worker ./worker
 COPY protocol ./protocol
+COPY cli ./cli
 RUN CMAKE_ARGS="${CMAKE_ARGS}" make install
 ENV PATH=/opt/herd/.venv/bin:$PATH \
     OLLAMA_HOST=0.0.0.0:11434 \
