@@ -93,7 +93,7 @@ async def run_trace(cluster_devices: dict, trace: Trace, sizes: dict[str, int], 
         async def one(at: float, model: str, n: int) -> None:
             nonlocal tokens, failures
             await asyncio.sleep(max(at - (time.perf_counter() - start), 0))
-            spec = RunnerSpec(key=model, model_key=model, model_path=model, num_ctx=2048,
+            spec = RunnerSpec(key=model, model_key=model, model_digest=model, num_ctx=2048,
                               num_parallel=parallel)
             t0 = time.perf_counter()
             try:

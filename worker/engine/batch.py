@@ -195,8 +195,7 @@ class BatchEngine:
             if not free:
                 return
             seq = self._waiting.popleft()
-            shared, slot = max(((_common_prefix(s.tokens, seq.prompt), s) for s in free),
-                               key=lambda pair: pair[0])
+            shared, slot = self._pick_slot(free, seq.prompt)
             # At least the last prompt token is decoded again: its logits start the answer.
             reuse = min(shared, len(seq.prompt) - 1)
             if reuse < len(slot.tokens):
@@ -212,34 +211,65 @@ class BatchEngine:
                 seq.on_device = bool(L.llama_set_sampler(self.ctx.ptr, slot.seq_id, seq.chain.ptr))
             self._running.append(seq)
 
+    def _pick_slot(self, free: list[Slot], prompt: list[int]) -> tuple[int, Slot]:
+        """The free slot whose cached tokens share the longest prefix with the prompt; of those
+        that tie (a new prompt often shares only its template's first tokens with any), the one
+        that keeps the busy seq ids in the fewest runs of consecutive ids, since llama.cpp
+        decodes each run as a ubatch of its own."""
+        busy = {s.seq_id for s in self._slots if s.busy}
+
+        def runs_with(seq_id: int) -> int:
+            ids = busy | {seq_id}
+            return sum(1 for i in ids if i - 1 not in ids)
+
+        shared, _, _, slot = min(
+            (-_common_prefix(s.tokens, prompt), runs_with(s.seq_id), s.seq_id, s) for s in free)
+        return -shared, slot
+
+    def _batch_order(self) -> list[Sequence]:
+        # Ascending seq ids, as llama-server builds its batch. With one KV stream per sequence
+        # llama.cpp splits a batch into ubatches of consecutive seq ids in batch order
+        # (split_equal, sequential): in arrival order, 8 streams that reused their prefixes
+        # took 3-8 ubatches, each a pass over all the weights, for one token each.
+        return sorted(self._running, key=lambda seq: seq.slot.seq_id)  # type: ignore[union-attr]
+
     def _decode_and_sample(self) -> None:
         batch = self._batch
         n = 0
         in_batch: list[Sequence] = []
-        # Decode tokens first so running streams never starve behind a long prefill.
-        for seq in self._running:
+        running = self._batch_order()
+        # Decode tokens first so running streams never starve behind a long prefill: they get
+        # their seats before the prefills share what is left of the batch ...
+        budget = self.ctx.n_batch - sum(1 for seq in running if not seq.prefilling)
+        chunks: dict[int, list[int]] = {}
+        for seq in running:
+            if budget <= 0:
+                break
             if seq.prefilling:
-                continue
+                start = len(seq.slot.tokens)  # type: ignore[union-attr]
+                chunks[id(seq)] = chunk = seq.prompt[start:min(start + budget,
+                                                               len(seq.prompt) - 1)]
+                budget -= len(chunk)
+        # ... and the batch lists every sequence's tokens in seq id order, prefills included,
+        # so that the first ubatch takes one token of each of them.
+        for seq in running:
             slot = seq.slot
             assert slot is not None
-            self._put(n, seq.next_token, len(slot.tokens), slot.seq_id, True)
-            slot.tokens.append(seq.next_token)
-            seq.batch_index = n
-            in_batch.append(seq)
-            n += 1
-        budget = self.ctx.n_batch - n
-        for seq in self._running:
-            if budget <= 0 or not seq.prefilling:
+            if not seq.prefilling:
+                self._put(n, seq.next_token, len(slot.tokens), slot.seq_id, True)
+                slot.tokens.append(seq.next_token)
+                seq.batch_index = n
+                in_batch.append(seq)
+                n += 1
                 continue
-            slot = seq.slot
-            assert slot is not None
+            chunk = chunks.get(id(seq))
+            if not chunk:
+                continue
             start = len(slot.tokens)
-            chunk = seq.prompt[start:min(start + budget, len(seq.prompt) - 1)]
             for i, tok in enumerate(chunk):
                 self._put(n, tok, start + i, slot.seq_id, False)
                 n += 1
             slot.tokens.extend(chunk)
-            budget -= len(chunk)
         batch.n_tokens = n
         if n == 0:
             return

@@ -152,7 +152,7 @@ class LlamaContext:
 
     def __init__(self, model: LlamaModel, *, n_ctx_seq: int, n_seq: int, n_batch: int,
                  n_threads: int, kv_cache_type: str = "f16",
-                 flash_attention: str = "auto") -> None:
+                 flash_attention: str = "auto", kv_unified: bool = False) -> None:
         params = L.llama_context_default_params()
         params.flash_attn_type = _FLASH_ATTENTION[flash_attention]
         # A quantized V cache needs flash attention; like Ollama, fall back to f16 without it.
@@ -164,7 +164,11 @@ class LlamaContext:
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq
-        params.kv_unified = False
+        # One KV stream per sequence (Herd's default): each sequence attends over its own cells
+        # only. A unified cache (one stream for all) attends over every sequence's cells, masked;
+        # it measured slower at 8 full slots and faster only with gaps in the busy seq ids
+        # (bench/ubatch_probe.py).
+        params.kv_unified = kv_unified
         if n_threads > 0:
             params.n_threads = n_threads
             params.n_threads_batch = n_threads
