@@ -212,6 +212,7 @@ class WorkerNode:
                 paths = [policy.blob_path(self.settings.models_dir, message.spec.model_digest),
                          *(policy.blob_path(self.settings.models_dir, d)
                            for d in message.spec.adapter_digests)]
+                policy.check_memory(message.spec, paths, self.info().devices)
             except policy.Refused as e:
                 log.warning("refused to load %s: %s", key, e)
                 await self._send(gateway, LoadFailed(message.request_id, key, str(e)))

@@ -9,6 +9,8 @@ import logging
 import os
 import re
 
+from herd.protocol.wire import DeviceInfo, RunnerSpec
+
 log = logging.getLogger("herd.node")
 
 _DIGEST = re.compile(r"sha256[:-]([0-9a-f]{64})")
@@ -28,6 +30,27 @@ def blob_path(models_dir: str, digest: str) -> str:
     if not os.path.isfile(path):
         raise Refused(f"blob {digest} is not in this worker's model store ({models_dir})")
     return path
+
+
+def check_memory(spec: RunnerSpec, paths: list[str], devices: list[DeviceInfo]) -> None:
+    """A load may only spend what the node has: every device it names must exist and have the
+    memory it declares free, and the declaration may not be less than its own weights (a
+    peer cannot start a large model by claiming it is small)."""
+    if not spec.devices:
+        return
+    if len(spec.device_memory) != len(spec.devices):
+        raise Refused("the load names devices without the memory it needs on each")
+    free = {d.id: d.free for d in devices}
+    for device, need in zip(spec.devices, spec.device_memory):
+        if device not in free:
+            raise Refused(f"this worker node has no device {device}")
+        if need > free[device]:
+            raise Refused(f"not enough memory on {device}: the load needs {need} bytes, "
+                          f"{free[device]} are free")
+    weights = sum(os.path.getsize(path) for path in paths)
+    if sum(spec.device_memory) < weights:
+        raise Refused(f"the load declares {sum(spec.device_memory)} bytes for {weights} bytes "
+                      "of weights")
 
 
 def tcp_host(endpoint: str) -> str:

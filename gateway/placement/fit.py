@@ -81,19 +81,22 @@ def _gpu_split(est: MemoryEstimate, node: NodeView, num_gpu: int, *, partial: bo
         split = est.split([d.free for d in chosen], num_gpu=num_gpu)
         if split.n_layers == 0 or (not partial and not split.fully_loaded):
             continue
+        host_need = split.host_bytes + est.output_buffer + est.repack
         if partial:
             host = node.host
-            host_need = split.host_bytes + est.output_buffer + est.repack
             if host is None or host.free < host_need:
                 return None
         used = [i for i, n in enumerate(split.per_device) if n]
         vram = sum(split.device_bytes[i] for i in used)
-        size = vram + (split.host_bytes + est.output_buffer if partial else 0)
-        return Placement(node.name, [chosen[i].id for i in used],
-                         [split.device_bytes[i] for i in used],
+        devices = [chosen[i].id for i in used]
+        memory = [split.device_bytes[i] for i in used]
+        if partial:  # the host holds the rest, and says so like any other device
+            devices.append(node.host.id)  # type: ignore[union-attr]
+            memory.append(host_need)
+        return Placement(node.name, devices, memory,
                          ALL_LAYERS if split.fully_loaded else split.n_layers,
                          tensor_split=[split.tensor_split[i] for i in used] if len(used) > 1 else [],
-                         size=size, size_vram=vram)
+                         size=sum(memory), size_vram=vram)
     return None
 
 

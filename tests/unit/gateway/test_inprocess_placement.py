@@ -73,7 +73,7 @@ def test_best_fit_picks_the_smallest_device_that_holds_the_model(tmp_path, ggufs
 
 def test_a_model_no_single_device_holds_is_split_by_layers(tmp_path, ggufs) -> None:
     size = _size(tmp_path, ggufs)
-    cluster = FakeCluster({"node": devices(cuda_0=int(size * 0.7), cuda_1=int(size * 0.7),
+    cluster = FakeCluster({"node": devices(cuda_0=int(size * 0.85), cuda_1=int(size * 0.85),
                                            cpu=1 * MiB)})
 
     async def scenario() -> None:
@@ -83,6 +83,7 @@ def test_a_model_no_single_device_holds_is_split_by_layers(tmp_path, ggufs) -> N
             (model,) = await g.ps()
             assert sorted(model["runners"][0]["devices"]) == ["cuda:0", "cuda:1"]
             (spec,) = cluster.loads
+            assert spec.num_gpu_layers == 999  # every layer on the GPUs: a split, not an offload
             assert len(spec.tensor_split) == 2 and abs(sum(spec.tensor_split) - 1) < 1e-6
             assert model["size_vram"] == sum(spec.device_memory) > 0
     asyncio.run(scenario())

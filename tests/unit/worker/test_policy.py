@@ -40,3 +40,27 @@ def test_literal_endpoints_are_not_resolved() -> None:
     assert split_tcp("tcp://[::1]:1") is None
     assert split_tcp("tcp://herd-worker:11435") == ("herd-worker", "11435")
     assert asyncio.run(resolve("ipc:///tmp/x")) == ["ipc:///tmp/x"]
+
+
+def test_a_load_spends_only_what_the_node_has(tmp_path) -> None:
+    from herd.protocol.wire import DeviceInfo, RunnerSpec
+    from herd.worker.policy import check_memory
+
+    weights = tmp_path / "w"
+    weights.write_bytes(b"\0" * 1000)
+    devices = [DeviceInfo("cuda:0", 10_000, 4_000), DeviceInfo("cpu", 10_000, 10_000)]
+
+    def spec(devs: list[str], memory: list[int]) -> RunnerSpec:
+        return RunnerSpec(key="k", model_digest="d", num_ctx=16, num_parallel=1, devices=devs,
+                          device_memory=memory)
+
+    check_memory(spec(["cuda:0"], [3_000]), [str(weights)], devices)
+    check_memory(spec(["cuda:0", "cpu"], [500, 600]), [str(weights)], devices)
+    with pytest.raises(Refused, match="not enough memory on cuda:0"):
+        check_memory(spec(["cuda:0"], [5_000]), [str(weights)], devices)
+    with pytest.raises(Refused, match="no device cuda:1"):
+        check_memory(spec(["cuda:1"], [100]), [str(weights)], devices)
+    with pytest.raises(Refused, match="declares 10 bytes for 1000 bytes of weights"):
+        check_memory(spec(["cuda:0"], [10]), [str(weights)], devices)
+    with pytest.raises(Refused, match="without the memory"):
+        check_memory(spec(["cuda:0"], []), [str(weights)], devices)

@@ -62,7 +62,7 @@ def test_two_models_land_on_two_devices_each_pinned(tmp_path, two_models) -> Non
 
 
 def test_a_model_too_big_for_one_device_is_split_across_both(tmp_path, two_models) -> None:
-    size = int(need(two_models[0]) * 0.7)
+    size = int(need(two_models[0]) * 0.85)
     env = {**ENV, "HERD_DEVICES": f"cuda:0={size},cuda:1={size}"}
     with HerdServer(tmp_path, env=env) as srv:
         srv.create_model("a", two_models[0])
