@@ -49,6 +49,7 @@ class ChatTurn(Struct, array_like=True, omit_defaults=True, gc=False):
     tool_name: str = ""  # role "tool": the tool whose result `content` is
     tool_call_id: str = ""  # role "tool": the call it answers
     thinking: str = ""  # role "assistant": the reasoning of an earlier answer
+    images: list[bytes] = []  # image files (PNG, JPEG, WebP) placed as [img-N] in the prompt
 
 
 class Submit(Struct, array_like=True, omit_defaults=True, gc=False):
@@ -70,6 +71,7 @@ class Submit(Struct, array_like=True, omit_defaults=True, gc=False):
     split_thinking: bool = False  # a thinking model: its <think> block goes to `thinking`
     tools: str = ""  # the request's tool definitions as JSON: [{"type": "function", ...}]
     shift: bool = True  # at the context limit, drop old tokens and go on (else stop: "length")
+    images: list[bytes] = []  # raw_prompt's images: at its [img-N] tags, else before it
 
 
 class Abort(Struct, array_like=True, gc=False):
@@ -178,6 +180,7 @@ class RunnerSpec(Struct, omit_defaults=True):
     device_memory: list[int] = []  # the estimate's bytes on each of those devices
     tensor_split: list[float] = []  # layer proportions across several GPUs
     main_gpu: int = 0  # index into devices
+    projector_path: str = ""  # a vision projector GGUF (mmproj) loaded beside the model
 
 
 class DeviceInfo(Struct, omit_defaults=True):

@@ -29,6 +29,8 @@ from herd.worker.engine.embedder import Embedder
 from herd.worker.engine.reranker import rerank
 from herd.worker.engine.batch import BatchEngine, RequestError
 from herd.worker.engine.llama import LlamaContext, LlamaModel, LoraAdapter
+from herd.worker.engine.mmproj import cache_dir, with_projector_type
+from herd.worker.engine.vision import Projector
 
 _IDLE_POLL_MS = 500
 log = logging.getLogger("herd.runner")
@@ -93,8 +95,20 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | str,
     ctx.apply_adapters(adapters or [])
     family = spec.family or (model.meta("general.architecture") or "")
     template = model_template(model, family)
+    projector = load_projector(spec, model)
     return model, BatchEngine(model, ctx, template, emit,
-                              device_sampling=device_sampling(spec))
+                              device_sampling=device_sampling(spec), projector=projector)
+
+
+def load_projector(spec: RunnerSpec, model: LlamaModel) -> Projector | None:
+    """The model's vision projector, if its manifest has one; an old llava projector without
+    clip.projector_type is read through a patched copy (Ollama patches it at create)."""
+    if not spec.projector_path:
+        return None
+    path = with_projector_type(spec.projector_path, cache_dir())
+    return Projector(model, path, n_threads=thread_count(spec),
+                     use_gpu=bool(L.llama_supports_gpu_offload()) and spec.num_gpu_layers != 0,
+                     flash_attention=spec.flash_attention)
 
 
 class Runner:

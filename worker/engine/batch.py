@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -19,6 +20,10 @@ from herd.worker.engine.prompt import PromptBuilder, RequestError
 from herd.worker.engine.sampler import InvalidFormat, SamplerChain, after_thinking_chains
 from herd.worker.engine.textstream import TextStream
 from herd.worker.engine.thinking import OPEN as THINK_OPEN, ThinkingSplitter, may_open
+from herd.worker.engine.vision import Projector
+from herd.worker.engine.image_requests import ImageRequests
+from herd.worker.engine.vision_prompt import ImageSpan, VisionPrompt, has_images
+from herd.worker.engine.vision_step import reuse_boundary, text_end
 
 log = logging.getLogger("herd.runner")
 
@@ -32,10 +37,11 @@ UNLIMITED_CAP_CONTEXTS = 8
 
 @dataclass(eq=False)
 class Slot:
-    """One llama.cpp sequence id; `tokens` mirrors its KV cells so a later prompt can reuse them."""
+    """One llama.cpp sequence id; `tokens` mirrors its KV cells so a later prompt can reuse them
+    (a token id, or ("img", image hash, i) for an image's cells)."""
 
     seq_id: int
-    tokens: list[int] = field(default_factory=list)
+    tokens: list = field(default_factory=list)
     busy: bool = False
 
 
@@ -43,7 +49,7 @@ class Slot:
 class Sequence:
     client: bytes
     req: Submit
-    prompt: list[int]
+    prompt: list  # KV cell keys: token ids, and ("img", hash, i) where images sit
     stream: TextStream
     chain: SamplerChain
     t_submit: int
@@ -61,6 +67,8 @@ class Sequence:
     grammar: SamplerChain | None = None
     lead: bytes = b""  # the answer's first bytes, while it may still open a thinking block
     shifted_after: int = -1  # ≥ 0 once the context shifted: cells past this were moved
+    spans: list[ImageSpan] = field(default_factory=list)  # its prompt's images
+    encoding: Future[VisionPrompt] | None = None  # the projector's thread is preparing it
 
     @property
     def prefilling(self) -> bool:
@@ -77,9 +85,10 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-class BatchEngine:
+class BatchEngine(ImageRequests):
     def __init__(self, model: LlamaModel, ctx: LlamaContext, template: ChatTemplate,
-                 emit: Emit, *, device_sampling: bool = False) -> None:
+                 emit: Emit, *, device_sampling: bool = False,
+                 projector: Projector | None = None) -> None:
         self.model = model
         # Sampling in the decode graph: on a GPU it spares copying 262k logits per sequence to
         # the host and sampling them there; on a CPU it measured slower (bench/RESULTS.md).
@@ -93,6 +102,7 @@ class BatchEngine:
         self._by_key: dict[tuple[bytes, int], Sequence] = {}
         self._outbox: dict[bytes, list[RequestOutput]] = {}
         self._batch = L.llama_batch_init(ctx.n_batch, 0, 1)
+        self._init_vision(projector)
 
     def close(self) -> None:
         for seq in list(self._by_key.values()):
@@ -101,18 +111,22 @@ class BatchEngine:
             if seq.grammar is not None:
                 seq.grammar.close()
         L.llama_batch_free(self._batch)
+        self._close_vision()
 
     # -- requests ---------------------------------------------------------------------------
 
     @property
     def has_work(self) -> bool:
-        return bool(self._running or self._waiting)
+        return bool(self._running or self._waiting or self._encoding)
 
     def submit(self, client: bytes, req: Submit) -> None:
         """Queues a request, or answers it at once: with its prompt (render_only) or with why it
         cannot run. Whatever the request carries (a template, a schema, options) fails that
         request alone: the runner is shared by every stream on the model."""
         try:
+            if has_images(req):  # prepared on the projector's thread first
+                self._submit_images(client, req)
+                return
             seq = self._sequence(client, req)
         except (RequestError, InvalidFormat, TemplateError) as e:
             self._refuse(client, req, str(e), getattr(e, "status", 400))
@@ -134,17 +148,7 @@ class BatchEngine:
         if req.render_only:
             self._out(client, RequestOutput(req.req_id, prompt.text, FinishReason.STOP))
             return None
-        # Newest Ollama constrains a thinking model's output only once its reasoning is over
-        # (server/routes.go, ChatHandler's structuredOutputsState: a first request without the
-        # format, re-issued with it when content starts); here the runner swaps chains instead.
-        defer = bool(req.sampling.format) and req.split_thinking and req.think != "false"
-        grammar = None
-        kwargs = dict(n_vocab=self.model.n_vocab, n_ctx=self.ctx.n_ctx_seq,
-                      vocab=self.model.vocab)
-        if defer:
-            chain, grammar = after_thinking_chains(req.sampling, **kwargs)
-        else:
-            chain = SamplerChain(req.sampling, **kwargs)
+        chain, grammar = self._chains(req)
         try:
             stream = TextStream(req.sampling.stop)
         except BaseException:
@@ -163,10 +167,24 @@ class BatchEngine:
         self._out(client, RequestOutput(req.req_id, finish=FinishReason.ERROR, error=error,
                                         error_status=status))
 
+    def _chains(self, req: Submit) -> tuple[SamplerChain, SamplerChain | None]:
+        # Newest Ollama constrains a thinking model's output only once its reasoning is over
+        # (server/routes.go, ChatHandler's structuredOutputsState: a first request without the
+        # format, re-issued with it when content starts); here the runner swaps chains instead.
+        defer = bool(req.sampling.format) and req.split_thinking and req.think != "false"
+        kwargs = dict(n_vocab=self.model.n_vocab, n_ctx=self.ctx.n_ctx_seq, vocab=self.model.vocab)
+        if defer:
+            return after_thinking_chains(req.sampling, **kwargs)
+        return SamplerChain(req.sampling, **kwargs), None
+
     def abort(self, client: bytes, req_id: int) -> None:
         seq = self._by_key.get((client, req_id))
         if seq is None:
             return
+        if seq in self._encoding:
+            self._encoding.remove(seq)
+            seq.encoding.cancel()
+            seq.encoding = None
         if seq in self._waiting:
             self._waiting.remove(seq)
         self._finish(seq, FinishReason.ABORT)
@@ -178,9 +196,13 @@ class BatchEngine:
     # -- one engine step ------------------------------------------------------------------
 
     def step(self) -> None:
+        if self._encoding:
+            self._collect_encoded()
         self._admit()
         if self._running:
             self._decode_and_sample()
+            if self._images is not None:
+                self._decode_images()
         self.flush()
 
     def flush(self) -> None:
@@ -198,6 +220,8 @@ class BatchEngine:
             shared, slot = self._pick_slot(free, seq.prompt)
             # At least the last prompt token is decoded again: its logits start the answer.
             reuse = min(shared, len(seq.prompt) - 1)
+            if seq.spans:
+                reuse = reuse_boundary(seq.prompt, reuse)
             if reuse < len(slot.tokens):
                 del slot.tokens[self.ctx.forget(slot.seq_id, reuse):]
             slot.busy = True
@@ -247,8 +271,10 @@ class BatchEngine:
                 break
             if seq.prefilling:
                 start = len(seq.slot.tokens)  # type: ignore[union-attr]
-                chunks[id(seq)] = chunk = seq.prompt[start:min(start + budget,
-                                                               len(seq.prompt) - 1)]
+                end = min(start + budget, len(seq.prompt) - 1)
+                if seq.spans:
+                    end = text_end(seq, start, end)  # an image is decoded on its own
+                chunks[id(seq)] = chunk = seq.prompt[start:end]
                 budget -= len(chunk)
         # ... and the batch lists every sequence's tokens in seq id order, prefills included,
         # so that the first ubatch takes one token of each of them.
@@ -331,7 +357,9 @@ class BatchEngine:
             self._finish(seq, FinishReason.LENGTH)
         elif len(slot.tokens) + 1 >= self.ctx.n_ctx_seq:
             # num_predict -2 means "fill the context": no shift then.
-            if limit == -2 or not (seq.req.shift and self._shift_context(seq)):
+            # Shifting would move an image's cells away from the positions it was encoded
+            # for: sequences holding images stop instead (as llama-server does).
+            if limit == -2 or seq.spans or not (seq.req.shift and self._shift_context(seq)):
                 self._finish(seq, FinishReason.LENGTH)
 
     def _may_think(self, seq: Sequence, token: int) -> bool:
@@ -372,7 +400,7 @@ class BatchEngine:
             prompt_ns=max(t_first - (seq.t_admit or seq.t_submit), 1),
             eval_tokens=seq.generated,
             eval_ns=max(now - t_first, 1) if seq.generated else 0,
-            context=(seq.prompt + seq.generated_tokens) if seq.req.return_context else None,
+            context=self._context(seq) if seq.req.return_context else None,
             error=error, error_status=500 if error else 0, thinking=thinking,
             stop=seq.stream.stopped_by)
         self._out(seq.client, out)
