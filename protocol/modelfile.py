@@ -64,6 +64,9 @@ class Modelfile(Struct):
     licenses: list[str] = msgspec.field(default_factory=list)
     messages: list[Message] = msgspec.field(default_factory=list)
     requires: str | None = None
+    # FROM lines after the first: a projector GGUF beside the model (Ollama's two-FROM vision
+    # Modelfiles); /api/create decides what each is.
+    more_from: list[str] = msgspec.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,8 +234,9 @@ def parse_modelfile(text: str) -> Modelfile:
 
         if instruction == "FROM":
             if from_ is not None:
-                raise ModelfileError("multiple FROM lines are not supported", start_line)
-            from_ = value
+                result.more_from.append(value)
+            else:
+                from_ = value
         _apply(result, params, instruction, key, value, start_line)
     if from_ is None:
         raise ModelfileError("no FROM line")

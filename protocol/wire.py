@@ -180,7 +180,7 @@ class RunnerSpec(Struct, omit_defaults=True):
     device_memory: list[int] = []  # the estimate's bytes on each of those devices
     tensor_split: list[float] = []  # layer proportions across several GPUs
     main_gpu: int = 0  # index into devices
-    projector_path: str = ""  # a vision projector GGUF (mmproj) loaded beside the model
+    projector_digest: str = ""  # a vision projector GGUF (mmproj) blob loaded beside the model
 
 
 class DeviceInfo(Struct, omit_defaults=True):

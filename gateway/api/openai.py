@@ -16,6 +16,7 @@ from herd.gateway.http.io import SSE, decode_body, json_response, sse
 from herd.gateway.pipeline.chat import ChatCall, chat
 from herd.gateway.pipeline.embed import embed_texts, normalise
 from herd.gateway.pipeline.generate import GenerateCall, generate
+from herd.gateway.pipeline.images import image_from_url
 from herd.gateway.pipeline.relay import DONE_REASONS, Piece
 from herd.gateway.pipeline.tool_calls import new_call_id
 from herd.gateway.pipeline.tool_choice import openai_choice
@@ -162,25 +163,34 @@ def _tool_call(call: ToolCallIn) -> ToolCall:
     return ToolCall(ToolFunctionCall(call.function.name, arguments), id=call.id or None)
 
 
-def _parts(message: ChatMessageIn) -> list[str]:
-    """The texts of one message: its content string, or one per content part."""
+def _parts(message: ChatMessageIn) -> list[tuple[str, list[str] | None]]:
+    """One message's pieces, each a native message's text and images: its content string, or
+    one per content part; an image part is a message of its own, as in Ollama's
+    openai.FromChatRequest."""
     content = message.content
     if content is None:
         if not message.tool_calls:
             raise BadRequest("invalid message content type: <nil>")
-        return [""]
+        return [("", None)]
     if isinstance(content, str):
-        return [content]
+        return [(content, None)]
     if not isinstance(content, list):
         raise BadRequest(f"invalid message content type: {type(content).__name__}")
-    texts = []
+    parts: list[tuple[str, list[str] | None]] = []
     for part in content:
         if not isinstance(part, dict) or part.get("type") not in ("text", "image_url", "input_audio"):
             raise BadRequest("invalid message format")
-        if part["type"] != "text":
-            raise BadRequest("image and audio input are not supported by this model")
-        texts.append(str(part.get("text", "")))
-    return texts
+        if part["type"] == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            if not isinstance(url, str):
+                raise BadRequest("invalid message format")
+            parts.append(("", [image_from_url(url)]))
+        elif part["type"] == "input_audio":
+            raise BadRequest("audio input is not supported by this model")
+        else:
+            parts.append((str(part.get("text", "")), None))
+    return parts
 
 
 def native_messages(req: ChatCompletionRequest) -> list[Message]:
@@ -198,8 +208,9 @@ def native_messages(req: ChatCompletionRequest) -> list[Message]:
         tool_name = None
         if role == "tool":
             tool_name = message.name or names.get(message.tool_call_id or "")
-        made = [Message(role, text, thinking=message.reasoning, tool_name=tool_name,
-                        tool_call_id=message.tool_call_id) for text in _parts(message)]
+        made = [Message(role, text, images=images, thinking=message.reasoning,
+                        tool_name=tool_name, tool_call_id=message.tool_call_id)
+                for text, images in _parts(message)]
         if calls:  # several content parts made several messages: the calls go on the last
             made = made or [Message(role, "")]
             made[-1].tool_calls = calls

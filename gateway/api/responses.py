@@ -18,6 +18,7 @@ from aiohttp import web
 from herd.gateway.errors import BadRequest
 from herd.gateway.http.io import SSE, decode_body
 from herd.gateway.pipeline.chat import ChatCall, chat
+from herd.gateway.pipeline.images import image_from_url
 from herd.gateway.pipeline.tool_choice import openai_choice
 from herd.gateway.pipeline.relay import DONE_REASONS, Piece
 from herd.gateway.pipeline.tool_calls import new_call_id
@@ -50,22 +51,29 @@ def _item_id(prefix: str) -> str:
 
 # -- request → native --------------------------------------------------------------------------
 
-def _text_of(content: str | list[ContentPartIn] | None) -> str:
-    """A message's (or a call output's) text; images and files are refused, Herd has no
-    vision."""
+def _content_of(content: str | list[ContentPartIn] | None) -> tuple[str, list[str]]:
+    """A message's text and its images (Ollama's responses.go: an input_image's data: URI;
+    one without a URL is skipped); files and audio are refused."""
     if content is None:
-        return ""
+        return "", []
     if isinstance(content, str):
-        return content
-    texts = []
+        return content, []
+    texts, images = [], []
     for part in content:
         if part.type in ("input_text", "output_text", "text", "summary_text", "reasoning_text"):
             texts.append(part.text)
-        elif part.type in ("input_image", "input_file", "input_audio"):
-            raise BadRequest(f"{part.type} is not supported: Herd's models take text input only")
+        elif part.type == "input_image":
+            if part.image_url:
+                images.append(image_from_url(part.image_url))
+        elif part.type in ("input_file", "input_audio"):
+            raise BadRequest(f"{part.type} is not supported: Herd's models take text and images")
         else:
             raise BadRequest(f"unknown content type: {part.type!r}")
-    return "".join(texts)
+    return "".join(texts), images
+
+
+def _text_of(content: str | list[ContentPartIn] | None) -> str:
+    return _content_of(content)[0]
 
 
 def _arguments(text: str) -> dict:
@@ -95,7 +103,8 @@ def native_messages(req: ResponsesRequest) -> list[Message]:
             role = item.role.lower()
             if role == "developer":  # OpenAI's newer name for system instructions
                 role = "system"
-            message = Message(role, _text_of(item.content))
+            text, images = _content_of(item.content)
+            message = Message(role, text, images=images or None)
             if role == "assistant" and thinking:
                 message.thinking, thinking = thinking, ""
             messages.append(message)

@@ -24,14 +24,21 @@ def runner_spec(entry: ModelEntry, options: Options, settings: Settings) -> Runn
            f"|thr={threads}|kv={settings.kv_cache_type}|fa={settings.flash_attention}")
     if entry.adapters:
         key += "|lora=" + ",".join(os.path.basename(a) for a in entry.adapters)
+    if entry.projector:
+        key += "|proj=" + os.path.basename(entry.projector)
     main_gpu = int(options.main_gpu) if options.main_gpu is not None else -1
     if main_gpu >= 0:
         key += f"|main={main_gpu}"
     # Digests, never paths: the node resolves them in its own store (worker/policy.py).
-    adapters = ["sha256:" + os.path.basename(a).removeprefix("sha256-") for a in entry.adapters]
+    adapters = [_digest(a) for a in entry.adapters]
     return RunnerSpec(key=key, model_key=key, main_gpu=main_gpu,
                       model_digest=entry.model_digest, num_ctx=num_ctx,
                       num_parallel=parallel, num_batch=num_batch, num_threads=threads,
                       num_gpu_layers=gpu, family=entry.config.model_family,
                       adapter_digests=adapters, kv_cache_type=settings.kv_cache_type,
-                      flash_attention=settings.flash_attention)
+                      flash_attention=settings.flash_attention,
+                      projector_digest=_digest(entry.projector) if entry.projector else "")
+
+
+def _digest(blob_path: str) -> str:
+    return "sha256:" + os.path.basename(blob_path).removeprefix("sha256-")

@@ -91,10 +91,12 @@ async def chat(request: web.Request, state: GatewayState, call: ChatCall, framin
     if call.strict_roles:
         check_roles(call.messages)
     check_image_limits([image for m in call.messages for image in m.images or []])
+    numbered, images = 1, []
     for message in call.messages:
-        await check_images(message.images, entry)
+        images.append(await check_images(message.images, entry, numbered))
+        numbered += len(images[-1])
     submit = chat_submit(next(state.request_ids), entry, sampling, call.messages, tools,
-                         think, truncate=call.truncate, shift=call.shift,
+                         think, images=images, truncate=call.truncate, shift=call.shift,
                          logprobs=call.logprobs or call.top_logprobs > 0,
                          top_logprobs=call.top_logprobs)
     if call.render_only and on_render is not None:

@@ -59,29 +59,34 @@ def tools_text(tools: list[Tool] | None) -> str:
 
 def chat_submit(req_id: int, entry: ModelEntry, sampling: SamplingParams,
                 messages: list[Message], tools: list[Tool] | None, think: str,
-                **fields: Any) -> Submit:
+                images: list[list[bytes]] | None = None, **fields: Any) -> Submit:
     """A chat request for the runner, the same for every API that speaks chat: the turns under
-    the model's template, its tools, and the thinking split when the model thinks."""
-    return Submit(req_id, sampling, messages=chat_turns(messages, entry.system, entry.messages),
+    the model's template, its tools, and the thinking split when the model thinks. `images`:
+    each message's, decoded (herd.gateway.pipeline.images.check_images)."""
+    return Submit(req_id, sampling,
+                  messages=chat_turns(messages, entry.system, entry.messages, images),
                   template=entry.template or "", think=think,
                   split_thinking="thinking" in entry.capabilities, tools=tools_text(tools),
                   **fields)
 
 
 def chat_turns(messages: list[Message], system: str | None,
-               layered: list[Message] | None = None) -> list[ChatTurn]:
+               layered: list[Message] | None = None,
+               images: list[list[bytes]] | None = None) -> list[ChatTurn]:
     """The turns to template, as Ollama's ChatHandler builds them (server/routes.go): the
     model's MESSAGE layers before the request's, and the model's SYSTEM first unless the
     request's own first message is a system one. Assistant `thinking` travels too, for
     templates that replay it."""
     turns: list[ChatTurn] = []
-    for message in (*(layered or ()), *messages):
+    pictures = [[] for _ in layered or ()] + list(images or [[] for _ in messages])
+    for message, attached in zip((*(layered or ()), *messages), pictures):
         turns.append(ChatTurn(message.role.lower(), message.content,
                               tool_calls=_template_calls(message.tool_calls)
                               if message.tool_calls else "",
                               tool_name=message.tool_name or "",
                               tool_call_id=message.tool_call_id or "",
-                              thinking=message.thinking or ""))
+                              thinking=message.thinking or "",
+                              images=attached))
     if system and (not messages or messages[0].role.lower() != "system"):
         turns.insert(0, ChatTurn("system", system))
     return turns

@@ -67,7 +67,7 @@ async def generate(request: web.Request, state: GatewayState, call: GenerateCall
     if call.suffix and "insert" not in entry.capabilities:
         raise BadRequest(f"{model_name_or_400(call.model).full} does not support insert")
     check_image_limits(call.images or [])
-    await check_images(call.images, entry)
+    images = await check_images(call.images, entry)
     think = think_setting(call.think, call.model, entry)
     keep_alive = request_keep_alive(call.keep_alive, state.settings)
     options = merge_options(entry.params, *call.options)
@@ -84,13 +84,14 @@ async def generate(request: web.Request, state: GatewayState, call: GenerateCall
                     top_logprobs=call.top_logprobs)
     if call.raw:
         submit.raw_prompt = call.prompt
+        submit.images = images
     else:
         # As Ollama's GenerateHandler: an empty system is no system, so the model's SYSTEM
         # applies; the model's MESSAGE layers follow it unless the prompt continues a context.
         system = call.system or entry.system
         submit.messages = ([ChatTurn("system", system)] if system else []) + (
             chat_turns(entry.messages, None) if call.context is None else []) + [
-            ChatTurn("user", call.prompt)]
+            ChatTurn("user", call.prompt, images=images)]
         submit.return_context = call.return_context
         # Go or Jinja; "" leaves the runner the GGUF's own or the family's built-in one
         submit.template = call.template or entry.template or ""

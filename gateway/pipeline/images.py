@@ -1,17 +1,23 @@
-"""Images on /api/generate and /api/chat: checked as Ollama's decoder would, and refused with a
-clear 400 for every model until Herd runs vision projectors: never dropped silently.
+"""Images on /api/generate and /api/chat: checked as Ollama's decoder would, refused with a
+400 for models that cannot see, and sniffed here so that a file that is not an image, or one too
+large, is a 400 naming it before any runner is involved (the runner decodes them fully).
 
 A body may carry 256 MiB of base64, so the check is linear and runs in C, one 1 MiB slice at a
 time (a thread running it hands the GIL back to the event loop between slices), and big images
-are checked in a thread."""
+are checked and decoded in a thread."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import io
 import re
 
 from herd.gateway.errors import BadRequest
 from herd.gateway.store.models import ModelEntry
+from herd.worker.engine.imagefile import DEFAULT_MAX_PIXELS, image_format
+from herd.worker.engine.vision_prompt import MAX_IMAGES
 
 _OUTSIDE = re.compile(r"[^A-Za-z0-9+/\r\n]")  # the first byte that is not data or a newline
 _DATA = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/\r\n"
@@ -69,15 +75,62 @@ def _check_all(images: list[str]) -> None:
             raise BadRequest(f"illegal base64 data at input byte {offset}")
 
 
-async def check_images(images: list[str] | None, entry: ModelEntry) -> None:
+def _checked(images: list[str], first: int) -> list[bytes]:
+    _check_all(images)
+    decoded = [base64.b64decode(image) for image in images]
+    for n, data in enumerate(decoded, first):
+        check_image_file(data, f"image {n}")
+    return decoded
+
+
+async def check_images(images: list[str] | None, entry: ModelEntry,
+                       first: int = 1) -> list[bytes]:
+    """One message's (or a prompt's) images, checked and decoded; `first` numbers them across
+    the request, as the 400s name them."""
     if not images:
-        return
-    if sum(len(image) for image in images) > THREAD_ABOVE:
-        await asyncio.to_thread(_check_all, images)
-    else:
-        _check_all(images)
+        return []
+    big = sum(len(image) for image in images) > THREAD_ABOVE
     if "vision" not in entry.capabilities:
+        # Ollama's order: the base64 is checked before the model's ability to see.
+        await asyncio.to_thread(_check_all, images) if big else _check_all(images)
         raise BadRequest("this model is missing data required for image input")
-    # A vision model's images would reach a text-only runner and be dropped without a word.
-    raise BadRequest("image input is not supported yet: Herd does not run vision models' "
-                     "projectors, so images cannot be sent to this model")
+    if first - 1 + len(images) > MAX_IMAGES:
+        raise BadRequest(f"too many images: at most {MAX_IMAGES} per request")
+    return await asyncio.to_thread(_checked, images, first) if big else _checked(images, first)
+
+
+def check_image_file(data: bytes, name: str) -> None:
+    """The signature and the header's size; the pixels are the runner's to decode."""
+    fmt = image_format(data)
+    if fmt is None:
+        raise BadRequest(f"{name} is not a PNG, JPEG or WebP image")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt.upper()]) as im:
+            width, height = im.size
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError,
+            Image.DecompressionBombError) as e:
+        raise BadRequest(f"{name}: failed to read the {fmt.upper()} image ({e})") from None
+    if width * height > DEFAULT_MAX_PIXELS:
+        raise BadRequest(f"{name} is {width}x{height}, more than {DEFAULT_MAX_PIXELS} pixels")
+
+
+_IMAGE_TYPES = ("jpeg", "jpg", "png", "webp")
+
+
+def image_from_url(url: str) -> str:
+    """A data: URI's base64 payload (Ollama's decodeImageURL); web URLs are not fetched."""
+    if url.startswith(("http://", "https://")):
+        raise BadRequest("image URLs are not currently supported, please use base64 encoded "
+                         "data instead")
+    prefixes = ["data:;base64,"] + [f"data:image/{t};base64," for t in _IMAGE_TYPES]
+    prefix = next((p for p in prefixes if url.startswith(p)), None)
+    if prefix is None:
+        raise BadRequest("invalid image input")
+    data = url[len(prefix):]
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("invalid image input") from None
+    return data

@@ -21,16 +21,17 @@ import msgspec
 
 from herd.gateway.store.blobs import parse_digest, temp_prefix
 from herd.gateway.errors import BadRequest, HerdError, ModelNotFound, NotFound
-from herd.gateway.store.gguf_meta import GGUF_MAGIC, NotGGUF, read_summary
+from herd.gateway.store.gguf_meta import GGUF_MAGIC, NotGGUF, read_metadata, read_summary
 from herd.gateway.store.manifest import (ADAPTER_MEDIA_TYPE, LICENSE_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
-                              MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE, SYSTEM_MEDIA_TYPE,
-                              TEMPLATE_MEDIA_TYPE, Layer)
+                              MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE, PROJECTOR_MEDIA_TYPE,
+                              SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, Layer)
 from herd.protocol.modelfile import ModelfileError, options_from_mapping, parse_modelfile
 from herd.protocol.names import InvalidName, parse_name
 from herd.gateway.store.models import ModelStore, model_name_or_400
 from herd.protocol.api import CreateRequest, Options, StatusChunk, merge_options
 from herd.protocol.templates.check import check_template
 from herd.protocol.templates.go import TemplateError
+from herd.worker.engine.mmproj import is_projector, needs_projector_type, write_with_projector_type
 from herd.worker.quantize import QuantizeError, canonical_quant_type, check_source, decode_line
 
 Progress = Callable[[StatusChunk], None]
@@ -62,8 +63,9 @@ class CreateJob:
         self._existing = set(os.listdir(self.store.blobs_dir))
         inherited: list[Layer] = []
         base_params: Options | None = None
-        if req.files:
-            model_layer = self._model_from_files(req.files)
+        files, projectors = self._projectors(req.files) if req.files else ({}, [])
+        if files:
+            model_layer = self._model_from_files(files)
         elif req.from_:
             base = self._resolve_base(req.from_)
             self.pin([layer.digest for layer in (base.manifest.config, *base.manifest.layers)])
@@ -83,8 +85,10 @@ class CreateJob:
         layers = [model_layer]
         layers += self._adapters(req.adapters) if req.adapters else [
             layer for layer in inherited if layer.mediaType == ADAPTER_MEDIA_TYPE]
-        layers += [layer for layer in inherited if layer.mediaType not in
-                   (*_TEXT_LAYERS, ADAPTER_MEDIA_TYPE)]
+        # A projector given with the request replaces the base model's.
+        replaced = (PROJECTOR_MEDIA_TYPE,) if projectors else ()
+        layers += projectors + [layer for layer in inherited if layer.mediaType not in
+                                (*_TEXT_LAYERS, ADAPTER_MEDIA_TYPE, *replaced)]
         layers += self._text_layers(req, inherited, base_params)
         summary = read_summary(self.store.blob_path(model_layer.digest))
         config = self.store.write_config(summary, self.pin)
@@ -115,13 +119,20 @@ class CreateJob:
         }
         # The server reads none of its own files for a request: FROM and ADAPTER name a blob
         # (uploaded with POST /api/blobs) or a model, and a path gets one answer whether or
-        # not it exists, so the error is no oracle for the server's disk.
-        if (digest := _blob_reference(mf.from_)) is not None:
-            update["files"] = {"model.gguf": digest}
-        elif _looks_like_path(mf.from_):
-            raise BadRequest(NO_SERVER_PATHS)
-        else:
-            update["from_"] = mf.from_
+        # not it exists, so the error is no oracle for the server's disk. A second FROM is a
+        # vision projector's blob (Ollama's two-FROM Modelfiles).
+        files = {}
+        for i, source in enumerate((mf.from_, *mf.more_from)):
+            if (digest := _blob_reference(source)) is not None:
+                files[f"from{i}.gguf"] = digest
+            elif _looks_like_path(source):
+                raise BadRequest(NO_SERVER_PATHS)
+            elif i == 0:
+                update["from_"] = source
+            else:
+                raise BadRequest(f"a second FROM must name a projector blob: {source}")
+        if files:
+            update["files"] = files
         if mf.adapters:
             adapters = {}
             for i, text in enumerate(mf.adapters):
@@ -179,6 +190,34 @@ class CreateJob:
         if not paths:
             raise BadRequest("no files provided to convert")
         return paths
+
+    def _projectors(self, files: dict[str, str]) -> tuple[dict[str, str], list[Layer]]:
+        """Splits off projector GGUFs (Ollama's isProjectorGGUF: general.type "mmproj" or a
+        CLIP file with a vision encoder), each stored as a projector layer; an old llava one
+        gets clip.projector_type "mlp" first, as Ollama writes it."""
+        rest: dict[str, str] = {}
+        layers: list[Layer] = []
+        for filename, path in self._checked_files(files).items():
+            meta = read_metadata(path)[0] if _is_gguf(path) else {}
+            if not is_projector(meta):
+                rest[filename] = files[filename]
+                continue
+            digest = files[filename]
+            if needs_projector_type(meta):
+                self.status("updating GGUF projector metadata")
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-projector-", dir=self.store.blobs_dir)
+                os.close(fd)
+                try:
+                    write_with_projector_type(path, tmp)
+                    digest = self.store.adopt_file(tmp)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            layers.append(Layer(PROJECTOR_MEDIA_TYPE, f"sha256:{parse_digest(digest)}",
+                                os.path.getsize(self.store.blob_path(digest))))
+        if len(layers) > 1:
+            raise BadRequest("only one projector file per model is supported")
+        return rest, layers
 
     def _model_from_files(self, files: dict[str, str]) -> Layer:
         paths = self._checked_files(files)

@@ -58,6 +58,7 @@ class ModelEntry(Struct):
     adapters: list[str]  # blob paths of LoRA adapters
     embedding_length: int = 0  # from the GGUF; 0 when unknown
     parent_model: str = ""  # the model layer's `from`: the model this one was created from
+    projector: str = ""  # blob path of the vision projector (mmproj), "" without one
 
     @property
     def details(self) -> ModelDetails:
@@ -295,7 +296,9 @@ class ModelStore(BlobStore):
             gguf_template=summary.chat_template if summary else "",
             licenses=licenses, messages=messages, adapters=adapters,
             embedding_length=summary.embedding_length if summary else 0,
-            parent_model=model_layer.from_ or "")
+            parent_model=model_layer.from_ or "",
+            projector=self.blob_path(projector.digest)
+            if (projector := manifest.layer(PROJECTOR_MEDIA_TYPE)) is not None else "")
 
     # One unreadable license, params or messages blob must not hide the model, nor turn
     # /api/tags into a 500 for everyone: it is left out of the entry, with a log line.

@@ -152,7 +152,6 @@ def test_legacy_parameters_are_dropped(name: str) -> None:
     ("FROM=m", "(line 1): unknown instruction 'FROM=m'"),
     ("FROM m\nSYSTEM", "(line 2): missing value for SYSTEM"),
     ('FROM ""', "(line 1): missing value for FROM"),
-    ("FROM a\nFROM b", "(line 2): multiple FROM lines are not supported"),
     ('FROM m\nTEMPLATE """abc\n\n', '(line 2): unterminated """ value for TEMPLATE'),
     ('FROM m\nSYSTEM "abc\n', '(line 2): unterminated " value for SYSTEM'),
     ("FROM m\nREQUIRES soon", "(line 2): requires must be a valid semver (e.g. 0.14.0)"),
@@ -163,6 +162,13 @@ def test_parse_errors(text: str, message: str) -> None:
     with pytest.raises(ModelfileError) as caught:
         parse_modelfile(text)
     assert str(caught.value).startswith(message)
+
+
+def test_second_from_line_is_kept() -> None:
+    """Vision models come as two FROM lines, the model and its projector (Ollama's
+    parser/parser.go keeps every FROM as a command)."""
+    mf = parse_modelfile("FROM ./model.gguf\nFROM ./mmproj.gguf\n")
+    assert mf.from_ == "./model.gguf" and mf.more_from == ["./mmproj.gguf"]
 
 
 def test_error_line_counts_lines_inside_heredocs() -> None:
