@@ -283,7 +283,7 @@ def test_errors_use_openais_envelope(models) -> None:
         404, "not_found_error", "model 'ghost' not found")
     image = {"type": "input_image", "image_url": "data:image/png;base64,aGVsbG8="}
     status, _, message = error_of(post(models, input=[{"role": "user", "content": [image]}]))
-    assert status == 400 and message.startswith("input_image is not supported")
+    assert status == 400 and message == "this model is missing data required for image input"
     assert error_of(post(models, input="hi", tools=[WEATHER]))[2] == (
         "registry.ollama.ai/library/tiny:latest does not support tools")
     assert error_of(post(models, input="hi", reasoning={"effort": "huge"}))[2] == (
