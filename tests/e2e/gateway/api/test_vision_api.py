@@ -236,3 +236,25 @@ def test_modelfile_with_two_from_lines(vision, tiny_gguf: pathlib.Path) -> None:
     show = httpx.post(vision.url + "/api/show", json={"model": "tiny-vision-mf"}).json()
     assert "vision" in show["capabilities"]
     assert generate(vision, [RED_PNG], model="tiny-vision-mf") == generate(vision, [RED_PNG])
+
+
+def test_long_chat_with_an_image_drops_whole_messages_and_never_shifts(vision) -> None:
+    """Past num_ctx the oldest messages go (the image with its message); a sequence holding
+    an image stops at the context's end instead of shifting it (llama-server turns context
+    shift off with a projector)."""
+    options = {**GREEDY, "num_ctx": 96}
+    history = [{"role": "user", "content": "look", "images": [RED_PNG]}]
+    for i in range(8):
+        history += [{"role": "assistant", "content": "ok " * 6},
+                    {"role": "user", "content": f"more words number {i} " * 2}]
+    r = httpx.post(vision.url + "/api/chat", json=chat_body(history, options=options))
+    assert r.status_code == 200, r.text
+    assert r.json()["prompt_eval_count"] < 96
+    options = {**GREEDY, "num_ctx": 64, "num_predict": -1}
+    r = httpx.post(vision.url + "/api/generate", json={
+        "model": "tiny-vision", "prompt": "go on", "images": [RED_PNG], "stream": False,
+        "options": options})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["done_reason"] == "length"
+    assert body["prompt_eval_count"] + body["eval_count"] <= 64
