@@ -375,7 +375,8 @@ def _heredoc(text: str) -> str:
 
 def render_modelfile(*, model_name: str, from_line: str, template: str | None,
                      system: str | None, parameters: Options | None, adapters: list[str],
-                     licenses: list[str], messages: list[Message]) -> str:
+                     licenses: list[str], messages: list[Message],
+                     projectors: tuple[str, ...] = ()) -> str:
     """/api/show's "modelfile", in the format of Ollama's show; parse_modelfile reads it back.
 
     PARAMETER strings use our own "..." escaping rather than Go's %q: %q turns a newline into
@@ -388,6 +389,8 @@ def render_modelfile(*, model_name: str, from_line: str, template: str | None,
         "",
         f"FROM {_bare_or_quoted(from_line)}",
     ]
+    # A vision projector is a second FROM, as Ollama's Model.String() writes it.
+    lines.extend(f"FROM {_bare_or_quoted(projector)}" for projector in projectors)
     if template is not None:
         lines.append(f"TEMPLATE {_heredoc(template)}")
     if system is not None:

@@ -106,7 +106,10 @@ def load_projector(spec: RunnerSpec, model: LlamaModel) -> Projector | None:
     if not spec.projector_path:
         return None
     path = with_projector_type(spec.projector_path, cache_dir())
-    return Projector(model, path, n_threads=thread_count(spec),
+    # The encoder runs beside the step loop's own decode threads: half the cores each. ggml's
+    # spinning thread pools oversubscribed measured 30x slower here (a 256-patch encode: 1.1 s
+    # on 2 threads beside the decoder, 35 ms on 1; bench/RESULTS.md).
+    return Projector(model, path, n_threads=max(1, thread_count(spec) // 2),
                      use_gpu=bool(L.llama_supports_gpu_offload()) and spec.num_gpu_layers != 0,
                      flash_attention=spec.flash_attention)
 

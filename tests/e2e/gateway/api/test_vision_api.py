@@ -86,6 +86,9 @@ def test_create_stores_the_projector_layer_and_show_reports_it(vision) -> None:
     assert kinds.count("application/vnd.ollama.image.projector") == 1
     plain = httpx.post(vision.url + "/api/show", json={"model": "tiny"}).json()
     assert "vision" not in plain["capabilities"] and "projector_info" not in plain
+    froms = [line for line in show["modelfile"].splitlines() if line.startswith("FROM ")]
+    assert len(froms) == 2 and froms[1].endswith(manifest["layers"][kinds.index(
+        "application/vnd.ollama.image.projector")]["digest"].replace(":", "-"))
 
 
 def test_old_llava_projector_is_patched_to_mlp(vision) -> None:
@@ -258,3 +261,32 @@ def test_long_chat_with_an_image_drops_whole_messages_and_never_shifts(vision) -
     body = r.json()
     assert body["done_reason"] == "length"
     assert body["prompt_eval_count"] + body["eval_count"] <= 64
+
+
+def test_raw_prompt_places_images_at_its_tags(vision) -> None:
+    tagged = generate(vision, [RED_PNG], prompt="look: [img-0] now", raw=True)
+    assert tagged == generate(vision, [RED_PNG], prompt="look: [img-0] now", raw=True)
+    assert tagged != generate(vision, None, prompt="look: [img-0] now", raw=True)
+    # an image the raw prompt does not place goes before it
+    assert generate(vision, [RED_PNG], prompt="look: now", raw=True) == generate(
+        vision, [RED_PNG], prompt="[img-0]look: now", raw=True)
+
+
+def test_a_store_whose_projector_lacks_its_type_loads_it_as_mlp(vision) -> None:
+    """An Ollama store or a pull can hold an old llava projector unpatched: the runner reads
+    it through a patched copy."""
+    client = vision.client()
+    raw = write_tiny_projector(vision.projector_dir / "raw-llava.gguf", projector_type=None)
+    digest = client.create_blob(raw)
+    path = next((vision.models_dir / "manifests").rglob("tiny-vision/latest"))
+    manifest = json.loads(path.read_text())
+    for layer in manifest["layers"]:
+        if layer["mediaType"] == "application/vnd.ollama.image.projector":
+            layer["digest"], layer["size"] = digest, raw.stat().st_size
+    target = path.parent.parent / "raw-llava" / "latest"
+    target.parent.mkdir(parents=True)
+    target.write_text(json.dumps(manifest))
+    show = httpx.post(vision.url + "/api/show", json={"model": "raw-llava"}).json()
+    assert "clip.projector_type" not in show["projector_info"]
+    assert generate(vision, [RED_PNG], model="raw-llava") == generate(vision, [RED_PNG],
+                                                                      model="tiny-llava")
