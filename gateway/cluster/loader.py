@@ -260,7 +260,9 @@ def _estimate_for(spec: RunnerSpec, entry: ModelEntry) -> MemoryEstimate:
         log.warning("no memory estimate for %s (%s): using its file size", entry.model_path, e)
         est = rough_estimate(entry.model_path, os.path.getsize(entry.model_path),
                              n_seq=spec.num_parallel)
-    adapters = sum(os.path.getsize(a) for a in entry.adapters if os.path.exists(a))
-    return msgspec.structs.replace(est, other=est.other + adapters) if adapters else est
+    # LoRA adapters and a vision projector sit beside the weights on the same device.
+    extra = sum(os.path.getsize(a) for a in (*entry.adapters, entry.projector)
+                if a and os.path.exists(a))
+    return msgspec.structs.replace(est, other=est.other + extra) if extra else est
 
 
