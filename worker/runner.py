@@ -30,7 +30,7 @@ from herd.worker.engine.reranker import rerank
 from herd.worker.engine.batch import BatchEngine, RequestError
 from herd.worker.engine.llama import LlamaContext, LlamaModel, LoraAdapter
 from herd.worker.engine.mmproj import cache_dir, with_projector_type
-from herd.worker.engine.vision import Projector
+from herd.worker.engine.vision import Projector, ProjectorError
 
 _IDLE_POLL_MS = 500
 log = logging.getLogger("herd.runner")
@@ -95,9 +95,18 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | str,
     ctx.apply_adapters(adapters or [])
     family = spec.family or (model.meta("general.architecture") or "")
     template = model_template(model, family)
-    projector = load_projector(spec, model)
-    return model, BatchEngine(model, ctx, template, emit,
-                              device_sampling=device_sampling(spec), projector=projector)
+    try:
+        projector = load_projector(spec, model)
+        refusal = ""
+    except ProjectorError as e:
+        # The text model still serves; image requests get the reason (M-RoPE models, e.g.).
+        log.warning("vision disabled: %s", e)
+        projector, refusal = None, str(e)
+    engine = BatchEngine(model, ctx, template, emit, device_sampling=device_sampling(spec),
+                         projector=projector)
+    if refusal:
+        engine.vision_refusal = refusal
+    return model, engine
 
 
 def load_projector(spec: RunnerSpec, model: LlamaModel) -> Projector | None:

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 
 class ImageRequests:
+    # Why a model with a projector layer takes no images (set when the projector failed to load).
+    vision_refusal = ""
+
     def _init_vision(self, projector: Projector | None) -> None:
         # Prompts with images are prepared on the projector's thread, then join the queue.
         self.vision = VisionWorker(projector, self.prompts) if projector is not None else None
@@ -42,7 +45,8 @@ class ImageRequests:
                                             error_status=status))
 
         if self.vision is None:
-            return refuse("this model is missing data required for image input")
+            return refuse(self.vision_refusal
+                          or "this model is missing data required for image input")
         try:
             if req.render_only:
                 text = self.vision.render(req)

@@ -49,7 +49,7 @@ def vision(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: pathlib.Path):
                 "model": name, "stream": False,
                 "files": {"model.gguf": model, "mmproj.gguf": client.create_blob(path)}})
             assert r.status_code == 200, r.text
-        srv.projector_dir = folder
+        srv.projector_dir, srv.tiny_gguf = folder, tiny_gguf
         yield srv
 
 
@@ -290,3 +290,20 @@ def test_a_store_whose_projector_lacks_its_type_loads_it_as_mlp(vision) -> None:
     assert "clip.projector_type" not in show["projector_info"]
     assert generate(vision, [RED_PNG], model="raw-llava") == generate(vision, [RED_PNG],
                                                                       model="tiny-llava")
+
+
+def test_a_projector_that_cannot_load_leaves_the_text_model_serving(vision) -> None:
+    """One built for another text model (its projection width differs): text still answers,
+    images get a 400 saying why (so do M-RoPE projectors, which Herd does not run)."""
+    client = vision.client()
+    wrong = write_tiny_projector(vision.projector_dir / "wrong.gguf", text_embd=32)
+    r = httpx.post(vision.url + "/api/create", json={
+        "model": "tiny-wrong", "stream": False,
+        "files": {"model.gguf": client.create_blob(vision.tiny_gguf),
+                  "mmproj.gguf": client.create_blob(wrong)}})
+    assert r.status_code == 200, r.text
+    assert generate(vision, None, prompt="hello", model="tiny-wrong") == generate(
+        vision, None, prompt="hello", model="tiny")
+    r = httpx.post(vision.url + "/api/generate", json={
+        "model": "tiny-wrong", "prompt": "x", "images": [RED_PNG], "stream": False})
+    assert r.status_code == 400 and r.json()["error"].startswith("unable to load projector")
