@@ -64,9 +64,7 @@ class Modelfile(Struct):
     licenses: list[str] = msgspec.field(default_factory=list)
     messages: list[Message] = msgspec.field(default_factory=list)
     requires: str | None = None
-    # FROM lines after the first: a projector GGUF beside the model (Ollama's two-FROM vision
-    # Modelfiles); /api/create decides what each is.
-    more_from: list[str] = msgspec.field(default_factory=list)
+    more_from: list[str] = msgspec.field(default_factory=list)  # later FROMs: a projector
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,8 +233,7 @@ def parse_modelfile(text: str) -> Modelfile:
         if instruction == "FROM":
             if from_ is not None:
                 result.more_from.append(value)
-            else:
-                from_ = value
+            from_ = value if from_ is None else from_
         _apply(result, params, instruction, key, value, start_line)
     if from_ is None:
         raise ModelfileError("no FROM line")
@@ -389,8 +386,7 @@ def render_modelfile(*, model_name: str, from_line: str, template: str | None,
         "",
         f"FROM {_bare_or_quoted(from_line)}",
     ]
-    # A vision projector is a second FROM, as Ollama's Model.String() writes it.
-    lines.extend(f"FROM {_bare_or_quoted(projector)}" for projector in projectors)
+    lines.extend(f"FROM {_bare_or_quoted(p)}" for p in projectors)  # as Ollama's Model.String()
     if template is not None:
         lines.append(f"TEMPLATE {_heredoc(template)}")
     if system is not None:
