@@ -54,6 +54,7 @@ class ImageStep:
         self.ctx = ctx
         self.non_causal = non_causal
         self.batch = EmbeddingBatch(ctx, n_embd)
+        self.decodes = 0  # llama_decode calls made (tests check KV reuse skips them)
 
     def close(self) -> None:
         self.batch.close()
@@ -88,6 +89,7 @@ class ImageStep:
         if not rows:
             return [], 0
         rc = self.batch.decode(rows, non_causal=self.non_causal)
+        self.decodes += 1
         if rc != 0:
             return [seq for seq, _, _ in taken], rc
         for seq, pos, k in taken:
