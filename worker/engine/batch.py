@@ -69,6 +69,7 @@ class Sequence:
     shifted_after: int = -1  # ≥ 0 once the context shifted: cells past this were moved
     spans: list[ImageSpan] = field(default_factory=list)  # its prompt's images
     encoding: Future[VisionPrompt] | None = None  # the projector's thread is preparing it
+    encode_ns: int = 0  # reading and encoding its images: part of the prompt's time
 
     @property
     def prefilling(self) -> bool:
@@ -397,7 +398,7 @@ class BatchEngine(ImageRequests):
         out = RequestOutput(
             seq.req.req_id, tail, reason,
             prompt_tokens=len(seq.prompt),
-            prompt_ns=max(t_first - (seq.t_admit or seq.t_submit), 1),
+            prompt_ns=max(t_first - (seq.t_admit or seq.t_submit), 1) + seq.encode_ns,
             eval_tokens=seq.generated,
             eval_ns=max(now - t_first, 1) if seq.generated else 0,
             context=self._context(seq) if seq.req.return_context else None,

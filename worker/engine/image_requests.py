@@ -80,6 +80,7 @@ class ImageRequests:
                 self._fail_submit(seq, f"failed to process the images: {e}", 500)
                 continue
             seq.prompt, seq.spans = prompt.cells, prompt.spans
+            seq.encode_ns = time.perf_counter_ns() - seq.t_submit
             if seq.req.split_thinking:
                 seq.thinker = ThinkingSplitter(
                     opened_by_prompt=prompt.text.rstrip().endswith(THINK_OPEN))
