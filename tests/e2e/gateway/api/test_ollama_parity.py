@@ -3,6 +3,8 @@ place in Ollama's source (github.com/ollama/ollama) whose behaviour it pins."""
 
 from __future__ import annotations
 
+import base64
+
 import hashlib
 import json
 import pathlib
@@ -187,15 +189,22 @@ def test_json_null_is_an_absent_field_on_every_route(parity) -> None:
     assert ok(parity, "/api/show", model="tiny", verbose=None, system=None)["details"]
 
 
-def test_images_for_a_vision_model_are_refused_never_dropped(parity) -> None:
-    """Vision is not implemented: images for a model whose capabilities include vision are
-    a clear 400 on every route that takes them, not silently left out of the prompt."""
+def test_images_for_a_vision_model_are_never_dropped(parity) -> None:
+    """Images reach a model whose capabilities include vision, or answer a 400 saying why:
+    this `tiny-vision`'s projector layer is a text GGUF, which libmtmd cannot load; a file that
+    is no image is refused first, naming it (tests/e2e/gateway/api/test_vision_api.py has the
+    models that see)."""
+    from support.tiny_vision import RED, solid_png
+
     assert "vision" in ok(parity, "/api/show", model="tiny-vision")["capabilities"]
     gen = post(parity, "/api/generate", model="tiny-vision", prompt="what?", images=[PNG])
     chat = post(parity, "/api/chat", model="tiny-vision", messages=[
         {"role": "user", "content": "what?", "images": [PNG]}])
     for r in (gen, chat):
-        assert r.status_code == 400 and "image input is not supported yet" in r.json()["error"]
+        assert r.status_code == 400 and r.json()["error"].startswith("image 1: failed to read")
+    real = base64.b64encode(solid_png(RED)).decode()
+    r = post(parity, "/api/generate", model="tiny-vision", prompt="what?", images=[real])
+    assert r.status_code == 400 and r.json()["error"].startswith("unable to load projector")
 
 
 def test_version_is_a_current_ollama_api(parity) -> None:
