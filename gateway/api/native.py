@@ -22,8 +22,10 @@ def _metric_fields(metrics: Metrics | None) -> dict[str, int]:
     return {name: getattr(metrics, name) for name in Metrics.__struct_fields__}
 
 
-def _debug(model: str):
-    return lambda prompt: json_response(DebugChunk(model, utc_now(), False, DebugInfo(prompt)))
+def _debug(model: str, images: int = 0):
+    """`_debug_render_only`'s answer; Ollama counts the request's images beside the prompt."""
+    return lambda prompt: json_response(DebugChunk(model, utc_now(), False,
+                                                   DebugInfo(prompt, image_count=images)))
 
 
 @routes.post("/api/generate")
@@ -54,7 +56,7 @@ async def generate_route(request: web.Request) -> web.StreamResponse:
                              **_metric_fields(metrics))
 
     return await generate(request, request.app[STATE], call, NdjsonFraming(make_chunk),
-                          on_load=loaded, on_render=_debug(model))
+                          on_load=loaded, on_render=_debug(model, len(req.images or ())))
 
 
 @routes.post("/api/chat")
@@ -83,4 +85,5 @@ async def chat_route(request: web.Request) -> web.StreamResponse:
                          logprobs=piece.logprobs, **_metric_fields(metrics))
 
     return await chat(request, request.app[STATE], call, NdjsonFraming(make_chunk),
-                      on_load=loaded, on_render=_debug(model))
+                      on_load=loaded,
+                      on_render=_debug(model, sum(len(m.images or ()) for m in req.messages)))

@@ -41,7 +41,7 @@ def vision(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: pathlib.Path):
         model = client.create_blob(tiny_gguf)
         for name, kind in (("tiny-vision", "mlp"), ("tiny-gemma-vision", "gemma3"),
                            ("tiny-llava", None)):
-            # gemma3 pools 4 patches into one token: 32×32 (64 tokens) keeps images apart
+            # gemma3 pools 4 patches into one token: 32×32 (16 tokens) keeps images apart
             path = write_tiny_projector(folder / f"{name}.gguf", projector_type=kind,
                                         general_type=kind is not None,
                                         image_size=32 if kind == "gemma3" else 16)
@@ -112,6 +112,15 @@ def test_non_causal_gemma3_projector(vision) -> None:
     assert red != generate(vision, None, model="tiny-gemma-vision")
 
 
+def test_a_non_causal_image_must_fit_one_batch(vision) -> None:
+    """gemma3's 16 image tokens (64 patches pooled 2×2) attend to each other both ways: one
+    ubatch holds them all, so a num_batch below that is a 400 naming the fix."""
+    r = httpx.post(vision.url + "/api/generate", json={
+        "model": "tiny-gemma-vision", "prompt": "x", "images": [RED_PNG], "stream": False,
+        "options": {**GREEDY, "num_batch": 8}})
+    assert r.status_code == 400 and "raise num_batch" in r.json()["error"]
+
+
 def test_chat_streamed_equals_non_streamed(vision) -> None:
     messages = [{"role": "user", "content": "describe", "images": [NOISE_PNG]}]
     whole = chat(vision, messages)
@@ -130,6 +139,7 @@ def test_images_across_turns_and_the_users_own_tag(vision) -> None:
                                                                                    NOISE_PNG]}]
     r = httpx.post(vision.url + "/api/chat", json=chat_body(messages, _debug_render_only=True))
     prompt = r.json()["_debug_info"]["rendered_template"]
+    assert r.json()["_debug_info"]["image_count"] == 3
     assert "[img-0]first" in prompt and "compare [img-1] with this" in prompt
     assert prompt.index("[img-2]") < prompt.index("compare")
     answer = chat(vision, messages)
@@ -307,3 +317,15 @@ def test_a_projector_that_cannot_load_leaves_the_text_model_serving(vision) -> N
     r = httpx.post(vision.url + "/api/generate", json={
         "model": "tiny-wrong", "prompt": "x", "images": [RED_PNG], "stream": False})
     assert r.status_code == 400 and r.json()["error"].startswith("unable to load projector")
+
+
+def test_a_projector_file_beside_a_model_name(vision) -> None:
+    """FROM a model already in the store, then FROM a projector file: the model gains it."""
+    projector = vision.projector_dir / "tiny-vision.gguf"
+    r = httpx.post(vision.url + "/api/create", json={
+        "model": "tiny-plus", "stream": False, "modelfile": f"FROM tiny\nFROM {projector}\n"})
+    assert r.status_code == 200, r.text
+    assert generate(vision, [RED_PNG], model="tiny-plus") == generate(vision, [RED_PNG])
+    r = httpx.post(vision.url + "/api/create", json={
+        "model": "tiny-bad", "stream": False, "modelfile": "FROM tiny\nFROM tiny\n"})
+    assert r.status_code == 400 and "a second FROM must be a projector file" in r.text
