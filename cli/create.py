@@ -81,7 +81,13 @@ def build_request(name: str, mf: Modelfile, base: pathlib.Path, quantize: str,
     """The JSON /api/create body for a Modelfile, its local paths turned into uploaded blobs."""
     # Every path is checked before the first upload, so a typo fails fast.
     source = _local_path(mf.from_, base)
-    files = _model_files(source) if source else None
+    files = _model_files(source) if source else {}
+    for value in mf.more_from:  # a vision projector beside the model (two FROM lines)
+        path = _local_path(value, base)
+        if path is None:
+            raise CliError(f"{value}: no such file or directory")
+        files.update({(f"projector/{k}" if k in files else k): p
+                      for k, p in _model_files(path).items()})
     adapters: dict[str, pathlib.Path] = {}
     for value in mf.adapters:
         path = _local_path(value, base)
@@ -91,7 +97,7 @@ def build_request(name: str, mf: Modelfile, base: pathlib.Path, quantize: str,
     parameters = msgspec.to_builtins(mf.parameters)  # set fields only: Options omits defaults
     return CreateRequest(
         model=name,
-        from_="" if files else mf.from_,
+        from_="" if source else mf.from_,
         files=upload(files) if files else None,
         adapters=upload(adapters) if adapters else None,
         template=mf.template, system=mf.system, license=mf.licenses or None,

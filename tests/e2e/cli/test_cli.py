@@ -25,7 +25,9 @@ Run = Callable[..., Result]
 def run_many(host: str, *commands: list[str], cwd: pathlib.Path = ROOT) -> list[Result]:
     """Runs the commands side by side: each start pays ~0.6 s of imports, so this keeps the
     file fast. Only for commands that do not depend on each other."""
-    env = {**os.environ, "OLLAMA_HOST": host, "PYTHONPATH": str(ROOT)}
+    # The caller's PYTHONPATH first: a worktree's herd.* namespace, not the installed one.
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), str(ROOT)) if p)
+    env = {**os.environ, "OLLAMA_HOST": host, "PYTHONPATH": path}
     procs = [subprocess.Popen([sys.executable, "-m", "herd.cli", *args], cwd=cwd, env=env,
                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for args in commands]
@@ -144,6 +146,20 @@ def test_create_from_local_gguf_with_adapter(server, host: str, herd: Run,
     assert ok(license_) == "MIT\n"
     assert "  Parameters\n    stop" in ok(summary)
     assert "  System\n    You are a\n    terse assistant.\n" in summary.stdout
+
+
+def test_create_with_a_projector_from_a_second_from_line(server, herd: Run,
+                                                         tiny_gguf: pathlib.Path,
+                                                         tmp_path: pathlib.Path) -> None:
+    """Ollama's vision Modelfiles: FROM the model, FROM its projector; both uploaded."""
+    from support.tiny_vision import write_tiny_projector
+
+    shutil.copy(tiny_gguf, tmp_path / "tiny.gguf")
+    write_tiny_projector(tmp_path / "mmproj.gguf")
+    (tmp_path / "Modelfile").write_text("FROM ./tiny.gguf\nFROM ./mmproj.gguf\n")
+    assert ok(herd("create", "seeing", "-f", str(tmp_path / "Modelfile"))) == "success\n"
+    info = show(server, "seeing")
+    assert "vision" in info["capabilities"] and info["projector_info"]
 
 
 def test_create_quantized_from_model(server, host: str, herd: Run, tmp_path: pathlib.Path

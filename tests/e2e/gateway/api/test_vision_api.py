@@ -241,10 +241,14 @@ def test_text_only_requests_and_embeddings_unaffected(vision) -> None:
 
 
 def test_modelfile_with_two_from_lines(vision, tiny_gguf: pathlib.Path) -> None:
-    projector = vision.projector_dir / "tiny-vision.gguf"
+    """The modelfile form names blobs: the model's, then the projector's (the CLI uploads the
+    files and sends `files`; tests/e2e/cli/test_cli.py)."""
+    client = vision.client()
+    model = client.create_blob(tiny_gguf)
+    projector = client.create_blob(vision.projector_dir / "tiny-vision.gguf")
     r = httpx.post(vision.url + "/api/create", json={
         "model": "tiny-vision-mf", "stream": False,
-        "modelfile": f"FROM {tiny_gguf}\nFROM {projector}\n"})
+        "modelfile": f"FROM {model}\nFROM {projector}\n"})
     assert r.status_code == 200, r.text
     show = httpx.post(vision.url + "/api/show", json={"model": "tiny-vision-mf"}).json()
     assert "vision" in show["capabilities"]
@@ -319,13 +323,13 @@ def test_a_projector_that_cannot_load_leaves_the_text_model_serving(vision) -> N
     assert r.status_code == 400 and r.json()["error"].startswith("unable to load projector")
 
 
-def test_a_projector_file_beside_a_model_name(vision) -> None:
-    """FROM a model already in the store, then FROM a projector file: the model gains it."""
-    projector = vision.projector_dir / "tiny-vision.gguf"
+def test_a_projector_blob_beside_a_model_name(vision) -> None:
+    """FROM a model already in the store, then FROM a projector: the model gains it."""
+    projector = vision.client().create_blob(vision.projector_dir / "tiny-vision.gguf")
     r = httpx.post(vision.url + "/api/create", json={
         "model": "tiny-plus", "stream": False, "modelfile": f"FROM tiny\nFROM {projector}\n"})
     assert r.status_code == 200, r.text
     assert generate(vision, [RED_PNG], model="tiny-plus") == generate(vision, [RED_PNG])
     r = httpx.post(vision.url + "/api/create", json={
         "model": "tiny-bad", "stream": False, "modelfile": "FROM tiny\nFROM tiny\n"})
-    assert r.status_code == 400 and "a second FROM must be a projector file" in r.text
+    assert r.status_code == 400 and "a second FROM must name a projector blob" in r.text
