@@ -29,8 +29,8 @@ from herd.worker.engine.embedder import Embedder
 from herd.worker.engine.reranker import rerank
 from herd.worker.engine.batch import BatchEngine, RequestError
 from herd.worker.engine.llama import LlamaContext, LlamaModel, LoraAdapter
-from herd.worker.engine.mmproj import cache_dir, with_projector_type
-from herd.worker.engine.vision import Projector, ProjectorError
+from herd.worker.engine.vision.mmproj import cache_dir, with_projector_type
+from herd.worker.engine.vision.projector import Projector, ProjectorError
 
 _IDLE_POLL_MS = 500
 log = logging.getLogger("herd.runner")

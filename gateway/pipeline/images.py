@@ -16,8 +16,8 @@ import re
 
 from herd.gateway.errors import BadRequest
 from herd.gateway.store.models import ModelEntry
-from herd.worker.engine.imagefile import DEFAULT_MAX_PIXELS, image_format
-from herd.worker.engine.vision_prompt import MAX_IMAGES
+from herd.worker.engine.vision.imagefile import DEFAULT_MAX_PIXELS, image_format
+from herd.worker.engine.vision.prompt import MAX_IMAGES
 
 _OUTSIDE = re.compile(r"[^A-Za-z0-9+/\r\n]")  # the first byte that is not data or a newline
 _DATA = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/\r\n"

@@ -31,7 +31,7 @@ from herd.gateway.store.models import ModelStore, model_name_or_400
 from herd.protocol.api import CreateRequest, Options, StatusChunk, merge_options
 from herd.protocol.templates.check import check_template
 from herd.protocol.templates.go import TemplateError
-from herd.worker.engine.mmproj import is_projector, needs_projector_type, write_with_projector_type
+from herd.worker.engine.vision.mmproj import is_projector, needs_projector_type, write_with_projector_type
 from herd.worker.quantize import QuantizeError, canonical_quant_type, check_source, decode_line
 
 Progress = Callable[[StatusChunk], None]

@@ -6,24 +6,23 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Callable
 
 import llama_cpp as L
 
-from herd.protocol.wire import FinishReason, RequestOutput, Submit, TokenLogprob
+from herd.protocol.wire import FinishReason, RequestOutput, Submit
 from herd.worker.templates.jinja import ChatTemplate, TemplateError
 from herd.worker.engine.llama import LlamaContext, LlamaModel
 from herd.worker.engine.logprobs import token_logprob
 from herd.worker.engine.prompt import PromptBuilder, RequestError
 from herd.worker.engine.sampler import InvalidFormat, SamplerChain, after_thinking_chains
+from herd.worker.engine.sequence import Sequence, Slot, _common_prefix
 from herd.worker.engine.textstream import TextStream
 from herd.worker.engine.thinking import OPEN as THINK_OPEN, ThinkingSplitter, may_open
-from herd.worker.engine.vision import Projector
-from herd.worker.engine.image_requests import ImageRequests
-from herd.worker.engine.vision_prompt import ImageSpan, VisionPrompt, has_images
-from herd.worker.engine.vision_step import reuse_boundary, text_end
+from herd.worker.engine.vision.projector import Projector
+from herd.worker.engine.vision.prompt import has_images
+from herd.worker.engine.vision.requests import ImageRequests
+from herd.worker.engine.vision.step import reuse_boundary, text_end
 
 log = logging.getLogger("herd.runner")
 
@@ -33,57 +32,6 @@ Emit = Callable[[bytes, list[RequestOutput]], None]
 # never says EOS would then never answer a non-streaming request. Herd stops it after this many
 # contexts.
 UNLIMITED_CAP_CONTEXTS = 8
-
-
-@dataclass(eq=False)
-class Slot:
-    """One llama.cpp sequence id; `tokens` mirrors its KV cells so a later prompt can reuse them
-    (a token id, or ("img", image hash, i) for an image's cells)."""
-
-    seq_id: int
-    tokens: list = field(default_factory=list)
-    busy: bool = False
-
-
-@dataclass(eq=False)
-class Sequence:
-    client: bytes
-    req: Submit
-    prompt: list  # KV cell keys: token ids, and ("img", hash, i) where images sit
-    stream: TextStream
-    chain: SamplerChain
-    t_submit: int
-    slot: Slot | None = None
-    next_token: int = -1  # sampled, not yet decoded into the KV cache
-    generated: int = 0
-    generated_tokens: list[int] = field(default_factory=list)
-    t_admit: int = 0
-    t_first: int = 0
-    batch_index: int = -1
-    on_device: bool = False  # its chain runs inside llama_decode (llama_set_sampler)
-    logprobs: list[TokenLogprob] = field(default_factory=list)  # sampled, not yet sent
-    thinker: ThinkingSplitter | None = None
-    # A `format` on a thinking answer: the grammar's chain, waiting for the block to close.
-    grammar: SamplerChain | None = None
-    lead: bytes = b""  # the answer's first bytes, while it may still open a thinking block
-    shifted_after: int = -1  # ≥ 0 once the context shifted: cells past this were moved
-    spans: list[ImageSpan] = field(default_factory=list)  # its prompt's images
-    encoding: Future[VisionPrompt] | None = None  # the projector's thread is preparing it
-    encode_ns: int = 0  # reading and encoding its images: part of the prompt's time
-
-    @property
-    def prefilling(self) -> bool:
-        # The last prompt token is not prefilled: it is decoded like a generated token (see
-        # BatchEngine._admit), so its logits never depend on how the prefix was batched.
-        return self.slot is not None and len(self.slot.tokens) < len(self.prompt) - 1
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class BatchEngine(ImageRequests):

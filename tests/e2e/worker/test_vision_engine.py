@@ -18,7 +18,7 @@ from support.tiny_models import write_tiny_llama
 from support.tiny_vision import (BLUE, GREEN, RED, gradient_png, jpeg_bytes, png_bytes, solid_png,
                          webp_bytes, write_tiny_projector)
 from herd.worker.engine.llama import LlamaContext, LlamaModel
-from herd.worker.engine.vision import (EmbeddingBatch, Image, ImageChunk, ImageError, Projector,
+from herd.worker.engine.vision.projector import (EmbeddingBatch, Image, ImageChunk, ImageError, Projector,
                            ProjectorError, TextChunk, image_format, read_image)
 
 N_BATCH = 64

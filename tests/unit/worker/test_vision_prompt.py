@@ -9,10 +9,10 @@ import pytest
 
 from herd.protocol.wire import ChatTurn
 from herd.worker.engine.prompt import RequestError
-from herd.worker.engine.vision import ImageChunk
-from herd.worker.engine.vision_prompt import (ImageSpan, VisionPrompt, _cut, split_tagged, tag_raw,
+from herd.worker.engine.vision.projector import ImageChunk
+from herd.worker.engine.vision.prompt import (ImageSpan, VisionPrompt, _cut, split_tagged, tag_raw,
                                               tag_turns)
-from herd.worker.engine.vision_step import reuse_boundary, text_end
+from herd.worker.engine.vision.step import reuse_boundary, text_end
 
 
 def test_tags_number_across_turns_and_replace_the_users_own() -> None:

@@ -18,9 +18,9 @@ import msgspec
 import numpy as np
 
 from herd.protocol.wire import ChatTurn, Submit
-from herd.worker.engine.imagefile import Image, read_image
+from herd.worker.engine.vision.imagefile import Image, read_image
 from herd.worker.engine.prompt import PromptBuilder, RequestError
-from herd.worker.engine.vision import ImageChunk, Projector, ProjectorError, TextChunk
+from herd.worker.engine.vision.projector import ImageChunk, Projector, ProjectorError, TextChunk
 
 Cell = int | tuple[str, str, int]
 

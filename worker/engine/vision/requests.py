@@ -1,26 +1,24 @@
 """The engine's side of requests with images: handed to the projector's thread at submit,
 queued once their prompt is tokenized and encoded, their image embeddings decoded each step
-after the token batch (herd.worker.engine.vision_step). A mixin of BatchEngine, which owns the
+after the token batch (herd.worker.engine.vision.step). A mixin of BatchEngine, which owns the
 queues; kept apart so batch.py stays about tokens."""
 
 from __future__ import annotations
 
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
-from typing import TYPE_CHECKING
 
 from herd.protocol.wire import FinishReason, RequestOutput, Submit
-from herd.worker.engine.imagefile import ImageError
+from herd.worker.engine.vision.imagefile import ImageError
 from herd.worker.engine.prompt import RequestError
+from herd.worker.engine.sequence import Sequence
 from herd.worker.engine.sampler import InvalidFormat
 from herd.worker.engine.textstream import TextStream
 from herd.worker.engine.thinking import OPEN as THINK_OPEN, ThinkingSplitter
-from herd.worker.engine.vision import Projector
-from herd.worker.engine.vision_prompt import VisionWorker
-from herd.worker.engine.vision_step import ImageStep
+from herd.worker.engine.vision.projector import Projector
+from herd.worker.engine.vision.prompt import VisionWorker
+from herd.worker.engine.vision.step import ImageStep
 
-if TYPE_CHECKING:
-    from herd.worker.engine.batch import Sequence
 
 
 class ImageRequests:
@@ -55,7 +53,7 @@ class ImageRequests:
             chain, grammar = self._chains(req)
         except (RequestError, InvalidFormat) as e:
             return refuse(str(e), getattr(e, "status", 400))
-        from herd.worker.engine.batch import Sequence
+        from herd.worker.engine.sequence import Sequence
 
         seq = Sequence(client=client, req=req, prompt=[], stream=TextStream(req.sampling.stop),
                        chain=chain, t_submit=time.perf_counter_ns(), grammar=grammar)

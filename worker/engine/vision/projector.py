@@ -30,7 +30,7 @@ import llama_cpp as L
 import llama_cpp.mtmd_cpp as M
 import numpy as np
 
-from herd.worker.engine.imagefile import (DEFAULT_MAX_PIXELS, Image, ImageError, image_format,
+from herd.worker.engine.vision.imagefile import (DEFAULT_MAX_PIXELS, Image, ImageError, image_format,
                                           read_image)
 from herd.worker.engine.llama import LlamaContext, LlamaModel
 

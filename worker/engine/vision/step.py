@@ -15,8 +15,8 @@ from typing import Protocol
 import numpy as np
 
 from herd.worker.engine.llama import LlamaContext
-from herd.worker.engine.vision import EmbeddingBatch
-from herd.worker.engine.vision_prompt import ImageSpan
+from herd.worker.engine.vision.projector import EmbeddingBatch
+from herd.worker.engine.vision.prompt import ImageSpan
 
 
 class _Seq(Protocol):
