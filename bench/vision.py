@@ -79,9 +79,8 @@ def main() -> None:
                                      text_embd=640, image_size=224, patch_size=14, width=256,
                                      block_count=4, hidden=1024, head_count=4)
     clock = Clock()
-    spec = RunnerSpec(key="bench", model_path=path, num_ctx=2048,
-                      num_parallel=args.streams + 1, projector_path=str(projector))
-    _, engine = load_engine(spec, clock.emit)
+    spec = RunnerSpec(key="bench", model_digest="", num_ctx=2048, num_parallel=args.streams + 1)
+    _, engine = load_engine(spec, clock.emit, path, projector_path=str(projector))
     print(f"projector {args.projector}, {args.streams} text streams, {args.tokens} tokens each")
     print("run | image TTFT ms (alone) | text tok/s alone | text tok/s beside image | "
           "image TTFT ms (beside text)")

@@ -212,7 +212,10 @@ class WorkerNode:
                 paths = [policy.blob_path(self.settings.models_dir, message.spec.model_digest),
                          *(policy.blob_path(self.settings.models_dir, d)
                            for d in message.spec.adapter_digests)]
-                policy.check_memory(message.spec, paths, self.info().devices)
+                projector = (policy.blob_path(self.settings.models_dir, message.spec.projector_digest)
+                             if message.spec.projector_digest else "")
+                policy.check_memory(message.spec, paths + ([projector] if projector else []),
+                                    self.info().devices)
             except policy.Refused as e:
                 log.warning("refused to load %s: %s", key, e)
                 await self._send(gateway, LoadFailed(message.request_id, key, str(e)))
@@ -223,7 +226,7 @@ class WorkerNode:
             runner.leases.add(gateway)
             runner.waiting.append((gateway, message.request_id))
             try:
-                await self._spawn(runner, message.spec, paths)
+                await self._spawn(runner, message.spec, paths, projector)
             except OSError as e:
                 del self.runners[key]
                 for waiter, request_id in runner.waiting:
@@ -235,11 +238,14 @@ class WorkerNode:
         runner.leases.add(gateway)
         runner.waiting.append((gateway, message.request_id))
 
-    async def _spawn(self, runner: RunnerProcess, spec: RunnerSpec, paths: list[str]) -> None:
+    async def _spawn(self, runner: RunnerProcess, spec: RunnerSpec, paths: list[str],
+                     projector: str = "") -> None:
         cmd = [sys.executable, "-m", "herd.worker.runner", "--spec", msgspec.json.encode(spec).decode(),
                "--bind", self._runner_bind(), "--events", self.events_endpoint,
                "--model", paths[0], *(a for p in paths[1:] for a in ("--adapter", p)),
                "--max-message-bytes", str(self.settings.max_message_bytes)]
+        if projector:
+            cmd += ["--projector", projector]
         if self.keys is not None:
             cmd += ["--curve-secret-key", self.keys.secret_path,
                     "--curve-authorized", self.keys.authorized_dir]

@@ -84,8 +84,10 @@ def model_template(model: LlamaModel, family: str) -> ChatTemplate:
 
 
 def load_engine(spec: RunnerSpec, emit, model: LlamaModel | str,
-                adapters: list[LoraAdapter] | None = None) -> tuple[LlamaModel, BatchEngine]:
-    """`model`: a loaded model, or the path of its GGUF (tests, benchmarks)."""
+                adapters: list[LoraAdapter] | None = None,
+                projector_path: str = "") -> tuple[LlamaModel, BatchEngine]:
+    """`model`: a loaded model, or the path of its GGUF (tests, benchmarks); `projector_path`:
+    its vision projector's GGUF, "" without one."""
     if isinstance(model, str):
         model = LlamaModel(model, n_gpu_layers=spec.num_gpu_layers)
     n_ctx = context_length(spec, model)
@@ -96,7 +98,7 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | str,
     family = spec.family or (model.meta("general.architecture") or "")
     template = model_template(model, family)
     try:
-        projector = load_projector(spec, model)
+        projector = load_projector(spec, model, projector_path)
         refusal = ""
     except ProjectorError as e:
         # The text model still serves; image requests get the reason (M-RoPE models, e.g.).
@@ -109,12 +111,12 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | str,
     return model, engine
 
 
-def load_projector(spec: RunnerSpec, model: LlamaModel) -> Projector | None:
+def load_projector(spec: RunnerSpec, model: LlamaModel, path: str) -> Projector | None:
     """The model's vision projector, if its manifest has one; an old llava projector without
     clip.projector_type is read through a patched copy (Ollama patches it at create)."""
-    if not spec.projector_path:
+    if not path:
         return None
-    path = with_projector_type(spec.projector_path, cache_dir())
+    path = with_projector_type(path, cache_dir())
     # The encoder runs beside the step loop's own decode threads: half the cores each. ggml's
     # spinning thread pools oversubscribed measured 30x slower here (a 256-patch encode: 1.1 s
     # on 2 threads beside the decoder, 35 ms on 1; bench/RESULTS.md).
@@ -126,10 +128,11 @@ def load_projector(spec: RunnerSpec, model: LlamaModel) -> Projector | None:
 class Runner:
     def __init__(self, spec: RunnerSpec, bind: str, node_events: str, model_path: str,
                  adapter_paths: list[str], keys: ServerKeys | None = None,
-                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_message_bytes: int = 64 * 1024 * 1024, projector_path: str = "") -> None:
         self.spec = spec
         self.model_path = model_path
         self.adapter_paths = adapter_paths
+        self.projector_path = projector_path
         self.stopping = False
         self.codec = WireCodec()
         self.zctx = zmq.Context.instance()
@@ -163,7 +166,7 @@ class Runner:
             self.adapters = [LoraAdapter(self.model, path) for path in self.adapter_paths]
             # Embedding-only models (BERT) cannot generate: they get no generation context.
             engine = None if is_embedding_model(self.model) else load_engine(
-                self.spec, self._emit, self.model, self.adapters)[1]
+                self.spec, self._emit, self.model, self.adapters, self.projector_path)[1]
             self.sock.bind(self.bind)
         except Exception as e:  # report load failures to the node, which answers the gateway
             traceback.print_exc()
@@ -279,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", required=True, help="the node's PULL endpoint")
     parser.add_argument("--model", required=True, help="the GGUF the node resolved from the digest")
     parser.add_argument("--adapter", action="append", default=[])
+    parser.add_argument("--projector", default="", help="the vision projector's GGUF, resolved too")
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--curve-secret-key", default="")
     parser.add_argument("--curve-authorized", default="")
@@ -286,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = msgspec.json.decode(args.spec, type=RunnerSpec)
     keys = ServerKeys.load(args.curve_secret_key, args.curve_authorized)
     runner = Runner(spec, args.bind, args.events, args.model, args.adapter, keys,
-                    args.max_message_bytes)
+                    args.max_message_bytes, args.projector)
 
     def stop(*_: object) -> None:
         runner.stopping = True  # the loop polls at least every _IDLE_POLL_MS

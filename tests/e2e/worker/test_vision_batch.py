@@ -25,9 +25,10 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 class Run:
     def __init__(self, paths: tuple[str, str], parallel: int = 4) -> None:
         self.steps: list[list[RequestOutput]] = []
-        spec = RunnerSpec(key="t", model_path=paths[0], num_ctx=256, num_parallel=parallel,
-                          num_threads=2, projector_path=paths[1])
-        _, self.engine = load_engine(spec, lambda _, outs: self.steps[-1].extend(outs))
+        spec = RunnerSpec(key="t", model_digest="", num_ctx=256, num_parallel=parallel,
+                          num_threads=2)
+        _, self.engine = load_engine(spec, lambda _, outs: self.steps[-1].extend(outs),
+                                     paths[0], projector_path=paths[1])
 
     def until_done(self) -> None:
         while self.engine.has_work:
