@@ -17,7 +17,6 @@ import re
 from herd.gateway.errors import BadRequest
 from herd.gateway.store.models import ModelEntry
 from herd.worker.engine.vision.imagefile import DEFAULT_MAX_PIXELS, image_format
-from herd.worker.engine.vision.prompt import MAX_IMAGES
 
 _OUTSIDE = re.compile(r"[^A-Za-z0-9+/\r\n]")  # the first byte that is not data or a newline
 _DATA = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/\r\n"
@@ -94,8 +93,6 @@ async def check_images(images: list[str] | None, entry: ModelEntry,
         # Ollama's order: the base64 is checked before the model's ability to see.
         await asyncio.to_thread(_check_all, images) if big else _check_all(images)
         raise BadRequest("this model is missing data required for image input")
-    if first - 1 + len(images) > MAX_IMAGES:
-        raise BadRequest(f"too many images: at most {MAX_IMAGES} per request")
     return await asyncio.to_thread(_checked, images, first) if big else _checked(images, first)
 
 
