@@ -5,7 +5,6 @@ as the runner drives it (no sockets)."""
 
 from __future__ import annotations
 
-import pathlib
 
 import pytest
 
