@@ -15,16 +15,10 @@ import gguf
 import numpy as np
 from msgspec import Struct
 
+from herd.gateway.store.gguf_meta import GGUFCursor, NotGGUF
+
 MiB = 1024 * 1024
 
-_SCALARS: dict[int, str] = {
-    gguf.GGUFValueType.UINT8: "<B", gguf.GGUFValueType.INT8: "<b",
-    gguf.GGUFValueType.UINT16: "<H", gguf.GGUFValueType.INT16: "<h",
-    gguf.GGUFValueType.UINT32: "<I", gguf.GGUFValueType.INT32: "<i",
-    gguf.GGUFValueType.FLOAT32: "<f", gguf.GGUFValueType.BOOL: "<?",
-    gguf.GGUFValueType.UINT64: "<Q", gguf.GGUFValueType.INT64: "<q",
-    gguf.GGUFValueType.FLOAT64: "<d",
-}
 _MAX_ARRAY_KEPT = 1024  # per-layer arrays are kept; tokenizer arrays only counted
 
 # KV cache element types: (block size, bytes per block), as ggml_row_size computes them.
@@ -46,10 +40,6 @@ _REPACKED_TYPES = {gguf.GGMLQuantizationType.Q4_0, gguf.GGMLQuantizationType.Q4_
                    gguf.GGMLQuantizationType.IQ4_NL}
 
 PAD_CELLS = 256  # llama.cpp pads n_ctx and n_ctx_seq (and the SWA cache) to 256 cells
-
-
-class NotGGUF(ValueError):
-    pass
 
 
 class TensorInfo(Struct, frozen=True):
@@ -93,48 +83,6 @@ class ModelInfo(Struct):
 
 # --- GGUF reading ----------------------------------------------------------------------------
 
-class _Cursor:
-    def __init__(self, data: memoryview) -> None:
-        self.data = data
-        self.pos = 0
-
-    def unpack(self, fmt: str) -> Any:
-        (value,) = struct.unpack_from(fmt, self.data, self.pos)
-        self.pos += struct.calcsize(fmt)
-        return value
-
-    def string(self) -> str:
-        n = self.unpack("<Q")
-        value = bytes(self.data[self.pos:self.pos + n]).decode("utf-8", "replace")
-        self.pos += n
-        return value
-
-    def value(self, vtype: int) -> Any:
-        if vtype == gguf.GGUFValueType.STRING:
-            return self.string()
-        if vtype == gguf.GGUFValueType.ARRAY:
-            item_type, count = self.unpack("<I"), self.unpack("<Q")
-            if count > _MAX_ARRAY_KEPT:
-                self.skip_array(item_type, count)
-                return _Length(count)
-            return [self.value(item_type) for _ in range(count)]
-        return self.unpack(_SCALARS[vtype])
-
-    def skip_array(self, item_type: int, count: int) -> None:
-        if item_type == gguf.GGUFValueType.STRING:
-            for _ in range(count):
-                self.pos += 8 + struct.unpack_from("<Q", self.data, self.pos)[0]
-        elif item_type == gguf.GGUFValueType.ARRAY:
-            for _ in range(count):
-                self.value(item_type)
-        else:
-            self.pos += struct.calcsize(_SCALARS[item_type]) * count
-
-
-class _Length(int):
-    """The length of an array too long to keep."""
-
-
 def tensor_nbytes(shape: list[int], ttype: int) -> int:
     block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ttype)]
     n = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -147,7 +95,7 @@ def read_gguf(path: str) -> tuple[dict[str, Any], list[TensorInfo], int]:
         if f.read(4) != b"GGUF":
             raise NotGGUF(f"{path}: not a GGUF file")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            cur = _Cursor(memoryview(mm))
+            cur = GGUFCursor(memoryview(mm), max_kept=_MAX_ARRAY_KEPT)
             try:
                 cur.pos = 4
                 if cur.unpack("<I") < 2:

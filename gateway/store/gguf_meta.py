@@ -40,14 +40,17 @@ _SCALARS: dict[int, str] = {
 _MAX_ARRAY_KEPT = 64  # tokenizer arrays (262k entries) are skipped, not decoded
 
 
-class _Cursor:
-    """Reads the GGUF key/value section. gguf.GGUFReader decodes every tokenizer entry into
-    numpy views, which takes ~15 s on gemma3's vocabulary; the store needs a few keys."""
+class GGUFCursor:
+    """Reads a GGUF header (key/values, then tensor infos). gguf.GGUFReader decodes every
+    tokenizer entry into numpy views, which takes ~15 s on gemma3's vocabulary; the store and
+    placement need a few keys. Arrays longer than `max_kept` come back as their length."""
 
-    def __init__(self, data: memoryview, keep_arrays: bool = False) -> None:
+    def __init__(self, data: memoryview, keep_arrays: bool = False,
+                 max_kept: int = _MAX_ARRAY_KEPT) -> None:
         self.data = data
         self.pos = 0
         self.keep_arrays = keep_arrays
+        self.max_kept = max_kept
 
     def unpack(self, fmt: str) -> Any:
         (value,) = struct.unpack_from(fmt, self.data, self.pos)
@@ -65,9 +68,9 @@ class _Cursor:
             return self.string()
         if vtype == gguf.GGUFValueType.ARRAY:
             item_type, count = self.unpack("<I"), self.unpack("<Q")
-            if count > _MAX_ARRAY_KEPT and not self.keep_arrays:
+            if count > self.max_kept and not self.keep_arrays:
                 self.skip_array(item_type, count)
-                return _SkippedArray(count)
+                return SkippedArray(count)
             return [self.value(item_type) for _ in range(count)]
         return self.unpack(_SCALARS[vtype])
 
@@ -82,7 +85,7 @@ class _Cursor:
             self.pos += struct.calcsize(_SCALARS[item_type]) * count
 
 
-class _SkippedArray(int):
+class SkippedArray(int):
     """The length of an array that was too long to keep."""
 
 
@@ -101,7 +104,7 @@ def read_metadata(path: str, keep_arrays: bool = False,
         if f.read(4) != GGUF_MAGIC:
             raise NotGGUF("supplied file was not in GGUF format")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            cur = _Cursor(memoryview(mm), keep_arrays)
+            cur = GGUFCursor(memoryview(mm), keep_arrays)
             try:
                 cur.pos = 4
                 version = cur.unpack("<I")
