@@ -35,6 +35,9 @@ class Options(Struct, omit_defaults=True):
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     stop: list[str] | None = None
+    # Ollama's runner option (api/types.go, Runner.DraftNumPredict); per request in Herd,
+    # where it bounds prompt-lookup drafts: 0 turns speculative decoding off.
+    draft_num_predict: Int = None
     # Load-time options: changing them means another runner.
     num_ctx: Int = None
     num_batch: Int = None

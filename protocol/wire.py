@@ -37,6 +37,8 @@ class SamplingParams(Struct, array_like=True, omit_defaults=True, gc=False):
     num_keep: int = 4
     stop: list[str] = []
     format: str = ""  # "json" or a JSON schema's text: output constrained by a grammar
+    # Speculative decoding: tokens drafted per step by prompt lookup; 0 = off, -1 = the default.
+    draft_num_predict: int = -1
 
 
 class ChatTurn(Struct, array_like=True, omit_defaults=True, gc=False):

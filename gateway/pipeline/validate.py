@@ -15,7 +15,7 @@ from herd.protocol.config import Settings
 from herd.protocol.durations import DurationError, keep_alive_ns
 from herd.protocol.wire import SamplingParams
 
-_INT_SAMPLING = {"top_k", "repeat_last_n", "seed", "num_predict", "num_keep"}
+_INT_SAMPLING = {"top_k", "repeat_last_n", "seed", "num_predict", "num_keep", "draft_num_predict"}
 
 
 def resolve_model(state: GatewayState, model: str, missing: str = "model is required") -> ModelEntry:
