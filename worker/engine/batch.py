@@ -15,6 +15,7 @@ from herd.worker.templates.jinja import ChatTemplate, TemplateError
 from herd.worker.engine.llama import LlamaContext, LlamaModel
 from herd.worker.engine.logprobs import token_logprob
 from herd.worker.engine.prompt import PromptBuilder, RequestError
+from herd.worker.engine import speculative
 from herd.worker.engine.sampler import InvalidFormat, SamplerChain, after_thinking_chains
 from herd.worker.engine.sequence import Sequence, Slot, _common_prefix
 from herd.worker.engine.textstream import TextStream
@@ -245,16 +246,14 @@ class BatchEngine(ImageRequests):
                 self._put(n, tok, start + i, slot.seq_id, False)
                 n += 1
             slot.tokens.extend(chunk)
-        batch.n_tokens = n
+        batch.n_tokens = n = speculative.add_drafts(self, in_batch, n)  # prompt-lookup drafts
         if n == 0:
             return
         rc = L.llama_decode(self.ctx.ptr, batch)
         if rc != 0:
             self._fail_batch(rc)
             return
-        now = time.perf_counter_ns()
-        for seq in in_batch:
-            self._sample(seq, now)
+        speculative.sample_all(self, in_batch, time.perf_counter_ns())
 
     def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self._batch

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from herd.protocol.wire import Submit, TokenLogprob
 from herd.worker.engine.sampler import SamplerChain
 from herd.worker.engine.textstream import TextStream
 from herd.worker.engine.thinking import ThinkingSplitter
 from herd.worker.engine.vision.prompt import ImageSpan, VisionPrompt
+
+if TYPE_CHECKING:
+    from herd.worker.engine.speculative import Speculation
 
 
 @dataclass(eq=False)
@@ -47,6 +51,7 @@ class Sequence:
     spans: list[ImageSpan] = field(default_factory=list)  # its prompt's images
     encoding: Future[VisionPrompt] | None = None  # the projector's thread is preparing it
     encode_ns: int = 0  # reading and encoding its images: part of the prompt's time
+    spec: Speculation | None = None  # its prompt-lookup drafting, from its first decode on
 
     @property
     def prefilling(self) -> bool:

@@ -1,0 +1,282 @@
+"""Speculative decoding by prompt lookup: a sequence whose last tokens occurred earlier in its
+context (prompt + answer) drafts what followed them then; the drafts ride in the same
+llama_decode as every other sequence's token, each with its own logits, and are kept while the
+sequence's own sampler chain draws exactly the drafted token.
+
+Exact-match verification changes nothing in what is generated: the chain samples every position
+it would have sampled one step at a time, in the same order, so penalties see every kept token
+(llama_sampler_sample accepts it) and a seeded RNG advances once per generated token. Greedy and
+seeded answers are the same with and without speculation; only the number of decodes drops.
+
+The drafting follows llama.cpp's `ngram-simple` (common/speculative.cpp): the longest n-gram
+(here 4 down to 2 tokens) ending the context, its latest earlier occurrence, the tokens after it.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+import llama_cpp as L
+
+from herd.protocol.wire import SamplingParams
+from herd.worker.engine.llama import LlamaModel
+
+if TYPE_CHECKING:
+    from herd.worker.engine.batch import BatchEngine, Sequence
+
+# Drafted tokens per step when a request does not say (options.draft_num_predict). Verifying
+# eight tokens instead of one costs a few percent of a CPU decode (bench/speculative.py).
+DEFAULT_DRAFT = 8
+NGRAM_MAX = 4
+NGRAM_MIN = 2
+# After a draft of which nothing was kept, the sequence waits 2, 4, ... up to this many steps
+# before it drafts again: text that does not repeat itself then pays almost nothing.
+MAX_COOLDOWN = 16
+# Steps between the one-token drafts that re-measure a cost that said drafts do not pay.
+EXPLORE_EVERY = 256
+_EMA = 0.2
+
+
+def draft_limit(params: SamplingParams) -> int:
+    """Drafted tokens per step a request allows: 0 = no speculation."""
+    if params.format:
+        return 0  # a grammar would have to be rolled back with the rejected drafts
+    if params.draft_num_predict < 0:
+        return DEFAULT_DRAFT
+    return params.draft_num_predict
+
+
+class NgramIndex:
+    """The n-grams of a token history, each mapped to where its latest continuation starts."""
+
+    def __init__(self) -> None:
+        self.history: list[int] = []
+        self._maps: list[dict[tuple[int, ...], int]] = [{} for _ in range(NGRAM_MAX + 1)]
+
+    def sync(self, tokens: list[int]) -> None:
+        """Indexes what `tokens` (which only grows at its end) gained since the last call."""
+        history = self.history
+        for i in range(len(history), len(tokens)):
+            history.append(tokens[i])
+            # The n-gram ending just before token i is continued by token i.
+            for n in range(NGRAM_MIN, min(NGRAM_MAX, i) + 1):
+                self._maps[n][tuple(history[i - n:i])] = i
+
+    def propose(self, k: int) -> list[int]:
+        """Up to k tokens that followed the latest earlier occurrence of the longest n-gram
+        ending the history (the one ending it is not indexed yet: nothing follows it)."""
+        history = self.history
+        for n in range(min(NGRAM_MAX, len(history)), NGRAM_MIN - 1, -1):
+            start = self._maps[n].get(tuple(history[len(history) - n:]))
+            if start is not None:
+                return history[start:start + k]
+        return []
+
+
+def _ema(old: float, new: float) -> float:
+    return new if old <= 0 else old + _EMA * (new - old)
+
+
+class DraftCost:
+    """Whether drafts pay on this runner, from its own decodes: they do when the share of drafted
+    tokens kept, times a step's time, exceeds what one drafted token adds to a step. On a GPU a
+    drafted token adds almost nothing; on a CPU running a small quantized model a batch of n
+    tokens can cost n single steps (bench/RESULTS.md), and then default drafts stay off."""
+
+    def __init__(self) -> None:
+        self.step_ns = 0.0  # a decode without drafts
+        self.extra_ns = 0.0  # what one drafted token adds to it
+        self.kept_share = 0.5  # kept / drafted, over every sequence
+        self._idle = 0
+        self._t0 = 0
+        self._drafted = 0
+
+    def allows(self) -> int:
+        """Drafted tokens a sequence without a draft length of its own may use now: all (0 =
+        no cap), none (-1), or one, now and then, to notice that the costs changed."""
+        if not self.step_ns or not self.extra_ns or self.kept_share * self.step_ns > self.extra_ns:
+            return 0
+        self._idle += 1
+        if self._idle >= EXPLORE_EVERY:
+            self._idle = 0
+            return 1
+        return -1
+
+    def started(self, drafted: int, clean: bool) -> None:
+        # Only decodes without prefill chunks measure anything: those cost what the chunk costs.
+        self._t0 = time.perf_counter_ns() if clean else 0
+        self._drafted = drafted
+
+    def decoded(self, now: int) -> None:
+        if not self._t0:
+            return
+        ns = now - self._t0
+        if not self._drafted:
+            self.step_ns = _ema(self.step_ns, ns)
+        elif self.step_ns:
+            self.extra_ns = _ema(self.extra_ns, max(ns - self.step_ns, 1.0) / self._drafted)
+        self._t0 = 0
+
+    def settled(self, drafted: int, kept: int) -> None:
+        if drafted:
+            self.kept_share = _ema(self.kept_share, kept / drafted)
+
+
+class Speculation:
+    """One sequence's drafting state: its n-gram index and how well its drafts have fared."""
+
+    def __init__(self, limit: int, forced: bool = False) -> None:
+        self.limit = limit
+        self.forced = forced  # the request set draft_num_predict: no cost check
+        self.index = NgramIndex()
+        self.draft: list[int] = []
+        self.base = 0  # the KV position of the token the draft continues
+        self.at = 0  # the batch index of the draft's first token
+        self._misses = 0
+        self._cooldown = 0
+        self.drafted = 0  # counters for the benchmark and the tests
+        self.accepted = 0
+
+    def propose(self, tokens: list[int], room: int) -> list[int]:
+        """The draft to decode after tokens[-1] (the token decoded now); [] for none."""
+        self.draft = []
+        if self._cooldown > 0:
+            self._cooldown -= 1
+            return self.draft
+        k = min(self.limit, room)
+        if k <= 0:
+            return self.draft
+        if len(tokens) < len(self.index.history):
+            self.limit = 0  # the context shifted: cells moved under the index, stop drafting
+            return self.draft
+        self.index.sync(tokens)
+        self.draft = self.index.propose(k)
+        self.base = len(tokens) - 1
+        return self.draft
+
+    def settle(self, kept: int) -> None:
+        self.drafted += len(self.draft)
+        self.accepted += kept
+        if kept:
+            self._misses = 0
+        else:
+            self._misses += 1
+            self._cooldown = min(2 ** self._misses, MAX_COOLDOWN)
+        self.draft = []
+
+
+class _Engine:
+    """What one engine knows about drafting: whether its cache can take drafts back at all,
+    and what they cost it."""
+
+    def __init__(self, model: LlamaModel) -> None:
+        self.able = can_speculate(model)
+        self.cost = DraftCost()
+
+
+_engines: weakref.WeakKeyDictionary[BatchEngine, _Engine] = weakref.WeakKeyDictionary()
+OFF = Speculation(0)  # a sequence that never drafts (its draft stays empty)
+
+
+def _engine(engine: BatchEngine) -> _Engine:
+    state = _engines.get(engine)
+    if state is None:
+        state = _engines[engine] = _Engine(engine.model)
+    return state
+
+
+def _decide(engine: BatchEngine, seq: Sequence) -> Speculation:
+    """A sequence's drafting, decided at its first decode. Graph-sampled chains, grammars (they
+    would have to be rolled back with the rejected drafts) and images' cells do not draft."""
+    limit = draft_limit(seq.req.sampling)
+    if (limit <= 0 or seq.on_device or seq.grammar is not None or seq.spans
+            or not _engine(engine).able):
+        return OFF
+    return Speculation(limit, forced=seq.req.sampling.draft_num_predict > 0)
+
+
+def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
+    """Puts the decoding sequences' drafts after the batch's n tokens, in the seats left (a
+    draft's tokens need not sit next to its sequence's token: positions order them); returns
+    the batch's new length. With one KV stream per sequence llama.cpp cuts a batch into ubatches
+    that take as many tokens from each sequence (split_equal): a draft longer than another
+    sequence's would be decoded in ubatches of its own, each a pass over all the weights. So
+    several sequences draft equally or not at all."""
+    state = _engine(engine)
+    room = engine.ctx.n_batch - n
+    allowed = None
+    drafted: list[Sequence] = []
+    for seq in decoding:
+        if seq.spec is None:
+            seq.spec = _decide(engine, seq)
+        spec, slot = seq.spec, seq.slot
+        assert slot is not None
+        spec.draft = []
+        if spec is OFF:
+            continue
+        # A token to spare in the context, so that no kept draft reaches the context shift.
+        fits = min(room, engine.ctx.n_ctx_seq - len(slot.tokens) - 2)
+        if not spec.forced:
+            allowed = state.cost.allows() if allowed is None else allowed
+            fits = fits if allowed == 0 else min(fits, allowed)
+        # slot.tokens already ends with the token decoded now: the draft continues it.
+        if spec.propose(slot.tokens, fits):
+            drafted.append(seq)
+    if len(decoding) > 1 and drafted:
+        equal = 0 if len(drafted) < len(decoding) else min(
+            room // len(decoding), min(len(seq.spec.draft) for seq in drafted))  # type: ignore[union-attr]
+        for seq in drafted:
+            del seq.spec.draft[equal:]  # type: ignore[union-attr]
+    total = 0
+    for seq in drafted:
+        spec, slot = seq.spec, seq.slot
+        assert spec is not None and slot is not None
+        spec.at = n + total
+        for j, token in enumerate(spec.draft):
+            engine._put(n + total + j, token, spec.base + 1 + j, slot.seq_id, True)
+        total += len(spec.draft)
+    state.cost.started(total, clean=len(decoding) == len(engine._running))
+    return n + total
+
+
+def sample_all(engine: BatchEngine, decoded: list[Sequence], now: int) -> None:
+    """Samples every decoded sequence: the engine's own way, or by verifying its draft."""
+    _engine(engine).cost.decoded(now)
+    for seq in decoded:
+        if seq.spec is not None and seq.spec.draft:
+            verify(engine, seq, now)
+        else:
+            engine._sample(seq, now)
+
+
+def verify(engine: BatchEngine, seq: Sequence, now: int) -> None:
+    """Samples the decoded token and then each drafted position, in order, with the engine's
+    own _sample (which streams each token, or finishes), while the token sampled equals the
+    draft; the first that differs is the next token. Cells of rejected drafts go."""
+    spec = seq.spec
+    slot = seq.slot
+    assert spec is not None and slot is not None
+    draft = spec.draft
+    kept = 0
+    for j in range(len(draft) + 1):
+        engine._sample(seq, now)
+        if seq.slot is None or j == len(draft) or seq.next_token != draft[j]:
+            break
+        slot.tokens.append(draft[j])  # its cell, decoded after the right tokens, stays
+        kept += 1
+        seq.batch_index = spec.at + j
+    if len(slot.tokens) < spec.base + 1 + len(draft):
+        # Only tail cells go, which every cache that speculates can drop (see can_speculate).
+        del slot.tokens[engine.ctx.forget(slot.seq_id, len(slot.tokens)):]
+    _engine(engine).cost.settled(len(draft), kept)
+    spec.settle(kept)
+
+
+def can_speculate(model: LlamaModel) -> bool:
+    """Whether the rejected drafts' cells can be dropped alone: a recurrent state cannot lose
+    its last tokens, and a sliding-window cache may have pruned cells for the drafts that the
+    kept tokens still attend to."""
+    return not (L.llama_model_is_recurrent(model.ptr) or L.llama_model_is_hybrid(model.ptr)
+                or L.llama_model_n_swa(model.ptr) > 0)
