@@ -1,0 +1,160 @@
+"""Speculative decoding by prompt lookup, in-process on a real llama.cpp context: the answers of
+greedy, seeded, penalised and logprob requests are the very ones the engine gives without it,
+while drafts were in fact kept and rejected (so both the acceptance and the rollback ran).
+
+llama.cpp's server is the reference for verifying drafts by exact match with the sequence's
+own sampler (tools/server/server-context.cpp, common_sampler_sample_and_accept_n); Ollama's
+`draft_num_predict` option (api/types.go, Runner.DraftNumPredict) names the draft length."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from herd.protocol.wire import FinishReason, RequestOutput, RunnerSpec, SamplingParams, Submit
+from herd.worker.engine import speculative
+from herd.worker.runner import load_engine
+
+# The tiny random model loops at temperature 0, so its answers repeat themselves: drafts hit.
+_CASES = [
+    {"temperature": 0.0},
+    {"temperature": 0.0, "repeat_penalty": 1.2, "repeat_last_n": 16},
+    {"temperature": 0.7, "seed": 5},
+    {"temperature": 1.0, "top_k": 8, "seed": 9, "presence_penalty": 0.4},
+    {"temperature": 0.0, "num_predict": 40},
+]
+_PROMPTS = ["hello world the sky is blue and the sky is blue and the sky",
+            "tell me a short story about the cat and the dog and the cat",
+            "the sun the moon the sun the moon the sun the",
+            "why is the sky blue", "yes no yes no yes no"]
+
+
+def _run(engine, draft: int, logprobs: bool = False,
+         together: bool = False) -> dict[int, list[RequestOutput]]:
+    outputs: dict[int, list[RequestOutput]] = {}
+    engine._emit = lambda _, outs: [outputs.setdefault(o.req_id, []).append(o) for o in outs]
+    for i, (case, prompt) in enumerate(zip(_CASES, _PROMPTS)):
+        params = SamplingParams(**{"num_predict": 80, **case}, draft_num_predict=draft)
+        engine.submit(b"c", Submit(i, params, raw_prompt=prompt, logprobs=logprobs,
+                                   top_logprobs=2 if logprobs else 0))
+        while engine.has_work and not together:
+            engine.step()
+    while engine.has_work:  # together: all five share every decode
+        engine.step()
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_gguf: pathlib.Path):
+    spec = RunnerSpec(key="t", model_digest="", num_ctx=512, num_parallel=5)
+    _, engine = load_engine(spec, lambda *_: None, str(tiny_gguf))
+    yield engine
+    engine.close()
+
+
+def _text(outs: list[RequestOutput]) -> str:
+    return "".join(o.text for o in outs)
+
+
+@pytest.mark.parametrize("logprobs,together", [(False, False), (True, False), (False, True)])
+def test_answers_are_identical_with_and_without_drafts(engine, logprobs: bool, together: bool,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    kept, rejected = [], []
+    settle = speculative.Speculation.settle
+
+    def counting(self, n: int) -> None:
+        kept.append(n)
+        rejected.append(len(self.draft) - n)
+        settle(self, n)
+
+    monkeypatch.setattr(speculative.Speculation, "settle", counting)
+    plain = _run(engine, 0, logprobs, together)
+    assert not kept  # draft_num_predict 0: no speculation at all
+    drafted = _run(engine, 6, logprobs, together)
+    if not together:  # together, sequences draft only when all of them do (propose_all)
+        assert sum(kept) > 40 and sum(rejected) > 0
+    assert sorted(drafted) == sorted(plain) == list(range(len(_CASES)))
+    for i in plain:
+        assert _text(drafted[i]) == _text(plain[i])
+        a, b = drafted[i][-1], plain[i][-1]
+        assert (a.finish, a.eval_tokens) == (b.finish, b.eval_tokens)
+        assert a.finish == FinishReason.LENGTH and not a.error
+        if logprobs:
+            # Same tokens; the values agree to rounding only: ggml's CPU kernels (attention
+            # above all) block the work by the batch's row count, and drafts add rows, as
+            # more sequences in the same batch do without speculation.
+            got = [lp for o in drafted[i] for lp in o.logprobs]
+            want = [lp for o in plain[i] for lp in o.logprobs]
+            assert [(lp.token, [t.token for t in lp.top]) for lp in got] == \
+                [(lp.token, [t.token for t in lp.top]) for lp in want]
+            assert [lp.logprob for lp in got] == pytest.approx([lp.logprob for lp in want],
+                                                               abs=1e-3)
+    # The KV mirror holds no rejected draft: a repeated request reuses it and answers the same.
+    again = _run(engine, -1, logprobs, together)
+    assert {i: _text(o) for i, o in again.items()} == {i: _text(o) for i, o in plain.items()}
+
+
+def test_grammar_and_stop_requests(engine) -> None:
+    outputs: dict[int, list[RequestOutput]] = {}
+    engine._emit = lambda _, outs: [outputs.setdefault(o.req_id, []).append(o) for o in outs]
+    engine.submit(b"c", Submit(1, SamplingParams(temperature=0.0, num_predict=20, format="json"),
+                               raw_prompt="the sky"))
+    engine.submit(b"c", Submit(2, SamplingParams(temperature=0.0, num_predict=60),
+                               raw_prompt=_PROMPTS[2]))
+    engine.step()
+    engine.step()  # the first step prefills, the second decodes: drafting is decided then
+    specs = {seq.req.req_id: seq.spec for seq in engine._running}
+    assert specs[1] is speculative.OFF  # a grammar never speculates
+    assert specs[2] is not None and specs[2] is not speculative.OFF
+    while engine.has_work:
+        engine.step()
+    plain = _text(outputs[2])
+    # A stop string inside a kept draft ends the answer there, as it does without drafts.
+    stop = plain.split()[len(plain.split()) // 2]
+    for draft in (0, 8):
+        outputs.clear()
+        engine.submit(b"c", Submit(3, SamplingParams(temperature=0.0, num_predict=60, stop=[stop],
+                                                     draft_num_predict=draft),
+                                   raw_prompt=_PROMPTS[2]))
+        while engine.has_work:
+            engine.step()
+        if draft == 0:
+            expected = outputs[3]
+        else:
+            assert _text(outputs[3]) == _text(expected)
+            assert outputs[3][-1].finish == FinishReason.STOP
+            assert outputs[3][-1].eval_tokens == expected[-1].eval_tokens
+
+
+def test_ngram_index_drafts_the_latest_continuation() -> None:
+    index = speculative.NgramIndex()
+    index.sync([1, 2, 3, 4, 9, 2, 3, 5, 6, 2, 3])
+    assert index.propose(4) == [5, 6, 2, 3]  # [2, 3] was last followed by 5
+    index.sync([1, 2, 3, 4, 9, 2, 3, 5, 6, 2, 3, 7])
+    assert index.propose(4) == []
+    index = speculative.NgramIndex()
+    index.sync([1, 2, 3, 4, 9, 2, 3, 5, 6, 1, 2, 3])
+    assert index.propose(3) == [4, 9, 2]  # the 3-gram [1, 2, 3] beats the 2-gram [2, 3]
+
+
+def test_draft_limit() -> None:
+    assert speculative.draft_limit(SamplingParams()) == speculative.DEFAULT_DRAFT
+    assert speculative.draft_limit(SamplingParams(draft_num_predict=0)) == 0
+    assert speculative.draft_limit(SamplingParams(draft_num_predict=3)) == 3
+    assert speculative.draft_limit(SamplingParams(format="json")) == 0
+
+
+def test_default_drafts_only_where_they_pay() -> None:
+    cost = speculative.DraftCost()
+    assert cost.allows() == 0  # nothing measured yet: draft, and measure
+    cost.step_ns, cost.kept_share = 7e6, 0.6
+    cost.extra_ns = 1e5  # a GPU: a drafted token adds 0.1 ms to a 7 ms step
+    assert cost.allows() == 0
+    cost.extra_ns = 8e6  # this CPU: a drafted token costs more than a step
+    assert [cost.allows() for _ in range(speculative.EXPLORE_EVERY - 1)] == \
+        [-1] * (speculative.EXPLORE_EVERY - 1)
+    assert cost.allows() == 1  # a one-token draft now and then re-measures
+    cost.started(0, clean=True)
+    cost.decoded(cost._t0 + 5_000_000)
+    assert 5e6 < cost.step_ns < 7e6
