@@ -9,7 +9,8 @@ the shared machine's load falls on both alike; the figures are medians over the 
 and seeded answers must be identical off and on: the script says so per workload (and fails if
 not).
 
-usage: python bench/speculative.py [--repeats 5] [--tokens 200] [--threads N] [--model-path PATH]
+usage: python bench/speculative.py [--repeats 5] [--tokens 200] [--threads N] [--probe]
+                                   [--model-path PATH]
 """
 
 from __future__ import annotations
@@ -125,23 +126,62 @@ class Run:
         return rate, cpu_rate, "".join(o.text for o in outs), steps, counts[0], counts[1]
 
 
+def probe(engine, repeats: int = 7) -> None:
+    """What a decode of n tokens of one sequence costs (all with logits, as drafts are): the
+    number that decides whether verifying drafts can pay on this machine at all."""
+    import llama_cpp as L
+
+    ctx, batch = engine.ctx, engine._batch
+    tokens = engine.model.tokenize(TEXT * 3, add_special=True, parse_special=False)
+    assert len(tokens) >= 209, len(tokens)
+
+    def decode(toks: list[int], pos0: int, all_logits: bool) -> None:
+        for i, t in enumerate(toks):
+            engine._put(i, t, pos0 + i, 0, all_logits or i == len(toks) - 1)
+        batch.n_tokens = len(toks)
+        assert L.llama_decode(ctx.ptr, batch) == 0
+
+    L.llama_memory_seq_rm(ctx.memory, 0, 0, -1)
+    decode(tokens[:200], 0, False)
+    cells = []
+    for n in (1, 2, 3, 5, 9):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            decode(tokens[200:200 + n], 200, True)
+            times.append(time.perf_counter() - t)
+            L.llama_memory_seq_rm(ctx.memory, 0, 200, -1)
+        cells.append(f"{n}: {1000 * min(times):.1f} / {1000 * statistics.median(times):.1f}")
+    L.llama_memory_seq_rm(ctx.memory, 0, 0, -1)
+    engine._slots[0].tokens.clear()
+    print("decode of n tokens, ms (min / median): " + ", ".join(cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--model-path", default=str(DEFAULT_MODEL))
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: its choice)")
+    ap.add_argument("--probe", action="store_true", help="only time decodes of 1..9 tokens")
+    ap.add_argument("--no-forced", action="store_true", help="only off and the default")
     args = ap.parse_args()
 
     spec = RunnerSpec(key="bench", model_digest="", num_ctx=2048, num_parallel=1,
                       num_threads=args.threads)
     _, engine = load_engine(spec, lambda *_: None, args.model_path)
+    if args.probe:
+        probe(engine)
+        engine.close()
+        return 0
     run = Run(engine, args.tokens)
     for _, message, options in WORKLOADS.values():  # warm-up: page in weights, fill caches
         run.one(message, options, 0)
     # off: draft_num_predict 0; auto: the default (drafts where DraftCost says they pay);
     # forced: draft_num_predict 8 (drafts wherever prompt lookup finds one).
     modes = {"off": 0, "auto": -1, "forced": speculative.DEFAULT_DRAFT}
+    if args.no_forced:
+        del modes["forced"]
     rates: dict[tuple[str, str], list[float]] = {}
     cpu_rates: dict[tuple[str, str], list[float]] = {}
     texts: dict[str, set[str]] = {}
@@ -167,22 +207,25 @@ def main() -> int:
           f"{args.repeats} repeats x {args.tokens} tokens, single stream, "
           f"threads={args.threads or 'auto'}, nproc={os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print("| workload | kind | off tok/s | auto tok/s | auto/off | forced tok/s | forced/off |"
-          " CPU-time forced/off | steps off / forced | kept (forced) | identical |")
+    top = "forced" if "forced" in modes else "auto"
+    print(f"| workload | kind | off tok/s | auto tok/s | auto/off | {top} tok/s | {top}/off |"
+          f" CPU-time {top}/off | steps off / {top} | kept ({top}) | identical |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     same_all = True
     for name, (kind, _, _) in WORKLOADS.items():
-        off, auto, forced = (med(rates, name, m) for m in modes)
-        c_off, c_forced = med(cpu_rates, name, "off"), med(cpu_rates, name, "forced")
+        off, auto, forced = (med(rates, name, m) for m in ("off", "auto", top))
+        c_off, c_forced = med(cpu_rates, name, "off"), med(cpu_rates, name, top)
         same = len(texts[name]) == 1
         same_all &= same
-        s_off, s_on = stats[(name, "off")], stats[(name, "forced")]
+        s_off, s_on = stats[(name, "off")], stats[(name, top)]
         print(f"| {name} | {kind} | {off:.1f} | {auto:.1f} | {auto / off:.2f}x | {forced:.1f} | "
               f"{forced / off:.2f}x | {c_forced / c_off:.2f}x | {s_off[0] / s_off[3]:.0f} / "
               f"{s_on[0] / s_on[3]:.0f} | {s_on[2] / max(s_on[1], 1):.0%} of "
               f"{s_on[1] / s_on[3]:.0f} | {'yes' if same else 'NO'} |")
     for kind in ("repeats", "novel"):
-        for mode in ("auto", "forced"):
+        for mode in modes:
+            if mode == "off":
+                continue
             ratios = [med(rates, n, mode) / med(rates, n, "off")
                       for n, (k, _, _) in WORKLOADS.items() if k == kind]
             print(f"{kind}, {mode}/off: {min(ratios):.2f}x .. {max(ratios):.2f}x "
