@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from herd.gateway.errors import BadRequest, ModelNotFound
-from herd.gateway.store.gguf_meta import read_metadata
+from herd.gateway.store.gguf_meta import SkippedArray, read_metadata
 from herd.gateway.http.io import decode_body, json_response
 from herd.protocol.modelfile import render_modelfile, render_parameters
 from herd.protocol.names import InvalidName, parse_name
@@ -63,7 +63,7 @@ def model_info(path: str, verbose: bool,
     for key, value in meta.items():
         if key in _HIDDEN_KEYS:
             continue
-        if isinstance(value, int) and type(value).__name__ == "_SkippedArray":
+        if isinstance(value, SkippedArray):  # too long to read: Ollama shows it empty
             value = []
         elif isinstance(value, list) and len(value) > _ARRAY_LIMIT and not verbose:
             value = []
