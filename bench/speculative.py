@@ -177,7 +177,7 @@ def main() -> int:
     run = Run(engine, args.tokens)
     for _, message, options in WORKLOADS.values():  # warm-up: page in weights, fill caches
         run.one(message, options, 0)
-    # off: draft_num_predict 0; auto: the default (drafts where DraftCost says they pay);
+    # off: draft_num_predict 0 (the default); auto: -1 (drafts where DraftCost says they pay);
     # forced: draft_num_predict 8 (drafts wherever prompt lookup finds one).
     modes = {"off": 0, "auto": -1, "forced": speculative.DEFAULT_DRAFT}
     if args.no_forced:

@@ -37,8 +37,11 @@ class SamplingParams(Struct, array_like=True, omit_defaults=True, gc=False):
     num_keep: int = 4
     stop: list[str] = []
     format: str = ""  # "json" or a JSON schema's text: output constrained by a grammar
-    # Speculative decoding: tokens drafted per step by prompt lookup; 0 = off, -1 = the default.
-    draft_num_predict: int = -1
+    # Speculative decoding by prompt lookup: 0 = off (the default: drafts change the batch's
+    # shape, and llama.cpp's logits are not bit-identical across shapes, so an answer at
+    # temperature 0 would depend on timing); -1 = where the measured cost says it pays;
+    # N > 0 = up to N drafted tokens per step.
+    draft_num_predict: int = 0
 
 
 class ChatTurn(Struct, array_like=True, omit_defaults=True, gc=False):

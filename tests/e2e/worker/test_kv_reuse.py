@@ -49,9 +49,10 @@ class _Run:
             self.next_id += 1
             ids.append(self.next_id)
         for i in order:
-            self.engine.submit(b"c", Submit(ids[i], SamplingParams(temperature=0.0,
-                                                                   num_predict=tokens),
-                                            raw_prompt=prompts[i]))
+            # No speculative drafts: they follow the batch's tokens (their own ubatch rule),
+            # and this test checks the order of the tokens themselves.
+            sampling = SamplingParams(temperature=0.0, num_predict=tokens, draft_num_predict=0)
+            self.engine.submit(b"c", Submit(ids[i], sampling, raw_prompt=prompts[i]))
         self.engine._admit()
         by_id = {seq.req.req_id: seq for seq in self.engine._running}
         cached = [not by_id[r].prefilling for r in ids]

@@ -100,8 +100,8 @@ def test_grammar_and_stop_requests(engine) -> None:
     engine._emit = lambda _, outs: [outputs.setdefault(o.req_id, []).append(o) for o in outs]
     engine.submit(b"c", Submit(1, SamplingParams(temperature=0.0, num_predict=20, format="json"),
                                raw_prompt="the sky"))
-    engine.submit(b"c", Submit(2, SamplingParams(temperature=0.0, num_predict=60),
-                               raw_prompt=_PROMPTS[2]))
+    engine.submit(b"c", Submit(2, SamplingParams(temperature=0.0, num_predict=60,
+                                                 draft_num_predict=-1), raw_prompt=_PROMPTS[2]))
     engine.step()
     engine.step()  # the first step prefills, the second decodes: drafting is decided then
     specs = {seq.req.req_id: seq.spec for seq in engine._running}
@@ -139,7 +139,8 @@ def test_ngram_index_drafts_the_latest_continuation() -> None:
 
 
 def test_draft_limit() -> None:
-    assert speculative.draft_limit(SamplingParams()) == speculative.DEFAULT_DRAFT
+    assert speculative.draft_limit(SamplingParams()) == 0  # off unless asked for
+    assert speculative.draft_limit(SamplingParams(draft_num_predict=-1)) == speculative.DEFAULT_DRAFT
     assert speculative.draft_limit(SamplingParams(draft_num_predict=0)) == 0
     assert speculative.draft_limit(SamplingParams(draft_num_predict=3)) == 3
     assert speculative.draft_limit(SamplingParams(format="json")) == 0

@@ -79,8 +79,11 @@ def test_under_load_a_second_replica_starts_and_answers_alike(tmp_path, two_mode
     env["OLLAMA_NUM_PARALLEL"] = "1"
     with HerdServer(tmp_path, env=env) as srv:
         srv.create_model("a", two_models[0])
+        # Long enough answers that the requests overlap even on a fast machine.
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            answers = list(pool.map(lambda i: generate(srv, "a", "the same prompt", 24), range(6)))
+            answers = list(pool.map(lambda i: generate(srv, "a", "the same prompt", 400), range(6)))
+        # The second replica may finish starting after the last answer.
+        assert wait_until(lambda: len(ps(srv)[0]["runners"]) == 2)
         (model,) = ps(srv)
         assert sorted(r["devices"][0] for r in model["runners"]) == ["cuda:0", "cuda:1"]
         assert len(srv.runner_pids()) == 2
