@@ -5,59 +5,34 @@ answer (as Ollama registers its OpenAI and Anthropic routes in front of the nati
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from herd.gateway.cluster.spec import runner_spec
+from herd.gateway.pipeline.call import LoadAnswer, NativeCall, RenderAnswer, load_answer, settle
 from herd.gateway.pipeline.chat_messages import check_roles, chat_submit, require_tools, tool_parser
 from herd.gateway.pipeline.images import check_images
 from herd.gateway.pipeline.relay import Framing, load_only, relay, render_only
 from herd.gateway.pipeline.tool_choice import AUTO, ToolChoice, apply_tool_choice
-from herd.gateway.pipeline.validate import (check_image_limits, check_options,
-                                            check_top_logprobs, format_text, request_keep_alive,
-                                            require_completion, resolve_model, sampling_params,
-                                            think_setting, unload_requested)
+from herd.gateway.pipeline.validate import (check_image_limits, check_top_logprobs,
+                                            require_completion, resolve_model, think_setting,
+                                            unload_requested)
 from herd.gateway.state import GatewayState
 from herd.gateway.store.models import ModelEntry, model_name_or_400
-from herd.protocol.api import KeepAlive, Message, Options, Tool, merge_options
-
-# What an empty conversation answers (load, or unload with keep_alive 0): a dialect's body.
-LoadAnswer = Callable[[str], Awaitable[web.StreamResponse] | web.StreamResponse]
-# The rendered prompt for `_debug_render_only`, as the dialect shows it.
-RenderAnswer = Callable[[str], web.StreamResponse]
+from herd.protocol.api import Message, Tool
 
 
-@dataclass
-class ChatCall:
+@dataclass(kw_only=True)
+class ChatCall(NativeCall):
     """A chat request in native terms, whichever API it arrived through."""
 
-    model: str
     messages: list[Message]
-    stream: bool = True
     tools: list[Tool] | None = None
     tool_choice: ToolChoice = AUTO
-    think: bool | str | None = None
-    format: str | dict[str, Any] | None = None
-    # Layered over the model's own parameters, later ones winning key by key.
-    options: list[Options | None] = field(default_factory=list)
-    keep_alive: KeepAlive = None
-    truncate: bool = True
-    shift: bool = True
-    logprobs: bool = False
-    top_logprobs: int = 0
-    render_only: bool = False
     # Dialect rules: the native API refuses unknown roles, /v1 lets them reach the template;
     # Anthropic's clients ask every model to think, and one that cannot just answers.
     strict_roles: bool = False
     think_if_capable: bool = False
-
-
-async def load_answer(on_load: LoadAnswer, reason: str) -> web.StreamResponse:
-    answer = on_load(reason)
-    return answer if isinstance(answer, web.StreamResponse) else await answer
 
 
 def _think(call: ChatCall, entry: ModelEntry) -> str:
@@ -80,11 +55,8 @@ async def chat(request: web.Request, state: GatewayState, call: ChatCall, framin
     tools, format = apply_tool_choice(call.tool_choice, call.tools, call.format)
     require_tools(entry, model_name_or_400(call.model), tools)
     think = _think(call, entry)
-    keep_alive = request_keep_alive(call.keep_alive, state.settings)
-    options = merge_options(entry.params, *call.options)
-    check_options(options)
-    sampling = sampling_params(options, format_text(format))
-    spec = runner_spec(entry, options, state.settings)
+    settled = settle(state, entry, call, format)
+    keep_alive, spec = settled.keep_alive, settled.spec
     if not call.messages and on_load is not None:
         await load_only(state, entry, spec, keep_alive)
         return await load_answer(on_load, "unload" if keep_alive == 0 else "load")
@@ -95,7 +67,7 @@ async def chat(request: web.Request, state: GatewayState, call: ChatCall, framin
     for message in call.messages:
         images.append(await check_images(message.images, entry, numbered))
         numbered += len(images[-1])
-    submit = chat_submit(next(state.request_ids), entry, sampling, call.messages, tools,
+    submit = chat_submit(next(state.request_ids), entry, settled.sampling, call.messages, tools,
                          think, images=images, truncate=call.truncate, shift=call.shift,
                          logprobs=call.logprobs or call.top_logprobs > 0,
                          top_logprobs=call.top_logprobs)

@@ -4,49 +4,34 @@ order, then relayed through the dialect's framing."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 
-from herd.gateway.cluster.spec import runner_spec
 from herd.gateway.errors import BadRequest
-from herd.gateway.pipeline.chat import LoadAnswer, RenderAnswer, load_answer
+from herd.gateway.pipeline.call import LoadAnswer, NativeCall, RenderAnswer, load_answer, settle
 from herd.gateway.pipeline.chat_messages import chat_turns
 from herd.gateway.pipeline.images import check_images
 from herd.gateway.pipeline.relay import Framing, load_only, relay, render_only
-from herd.gateway.pipeline.validate import (check_image_limits, check_options,
-                                            check_top_logprobs, format_text, request_keep_alive,
-                                            require_completion, resolve_model, sampling_params,
-                                            think_setting, unload_requested)
+from herd.gateway.pipeline.validate import (check_image_limits, check_top_logprobs,
+                                            require_completion, resolve_model, think_setting,
+                                            unload_requested)
 from herd.gateway.state import GatewayState
 from herd.gateway.store.models import model_name_or_400
-from herd.protocol.api import KeepAlive, Options, merge_options
 from herd.protocol.wire import ChatTurn, Submit
 
 
-@dataclass
-class GenerateCall:
+@dataclass(kw_only=True)
+class GenerateCall(NativeCall):
     """A completion request in native terms, whichever API it arrived through."""
 
-    model: str
     prompt: str
-    stream: bool = True
     suffix: str = ""
     images: list[str] | None = None
     system: str | None = None  # None: the model's own SYSTEM
     template: str | None = None  # None: the model's own TEMPLATE
     context: list[int] | None = None
     raw: bool = False
-    think: bool | str | None = None
-    format: str | dict[str, Any] | None = None
-    options: list[Options | None] = field(default_factory=list)
-    keep_alive: KeepAlive = None
-    truncate: bool = True
-    shift: bool = True
-    logprobs: bool = False
-    top_logprobs: int = 0
-    render_only: bool = False
     return_context: bool = False  # the native API hands the tokens back as `context`
     split_thinking: bool = True  # /v1/completions has no field for reasoning: it stays text
     missing_model: str = "model is required"  # "" → Ollama's 404 for /api/generate
@@ -69,16 +54,13 @@ async def generate(request: web.Request, state: GatewayState, call: GenerateCall
     check_image_limits(call.images or [])
     images = await check_images(call.images, entry)
     think = think_setting(call.think, call.model, entry)
-    keep_alive = request_keep_alive(call.keep_alive, state.settings)
-    options = merge_options(entry.params, *call.options)
-    check_options(options)
-    sampling = sampling_params(options, format_text(call.format))
-    spec = runner_spec(entry, options, state.settings)
+    settled = settle(state, entry, call, call.format)
+    keep_alive, spec = settled.keep_alive, settled.spec
     if not call.prompt and not call.images and on_load is not None:
         await load_only(state, entry, spec, keep_alive)
         return await load_answer(on_load, "unload" if keep_alive == 0 else "load")
 
-    submit = Submit(next(state.request_ids), sampling, context=call.context or [],
+    submit = Submit(next(state.request_ids), settled.sampling, context=call.context or [],
                     truncate=call.truncate, shift=call.shift,
                     logprobs=call.logprobs or call.top_logprobs > 0,
                     top_logprobs=call.top_logprobs)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import ctypes
 import threading
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from collections.abc import Callable
+from typing import Any, Sequence, Union
 
 import llama_cpp as L
 import llama_cpp.mtmd_cpp as M
@@ -184,20 +185,25 @@ class Projector:
             data = text.encode("utf-8")
             inp = M.mtmd_input_text(data, len(data), add_special, parse_special)
             arr = (M.mtmd_bitmap_p_ctypes * max(len(bitmaps), 1))(*(b.ptr for b in bitmaps))
-            chunks = M.mtmd_input_chunks_init()
-            try:
-                with self._lock:
-                    rc = M.mtmd_tokenize(self.ptr, chunks, ctypes.byref(inp), arr, len(bitmaps))
-                if rc == 1:
-                    raise ImageError("the number of images does not match the prompt's markers")
-                if rc != 0:
-                    raise ImageError(f"failed to preprocess the images (mtmd_tokenize: {rc})")
-                return self._collect(chunks)
-            finally:
-                M.mtmd_input_chunks_free(chunks)
+            return self._tokenized(lambda chunks: M.mtmd_tokenize(
+                self.ptr, chunks, ctypes.byref(inp), arr, len(bitmaps)))
         finally:
             for b in bitmaps:
                 b.close()
+
+    def _tokenized(self, tokenize: Callable[[Any], int]) -> list[Chunk]:
+        """Runs one of mtmd's tokenizers into a fresh chunk list and copies the chunks out."""
+        chunks = M.mtmd_input_chunks_init()
+        try:
+            with self._lock:
+                rc = tokenize(chunks)
+            if rc == 1:
+                raise ImageError("the number of images does not match the prompt's markers")
+            if rc != 0:
+                raise ImageError(f"failed to preprocess the images (mtmd_tokenize: {rc})")
+            return self._collect(chunks)
+        finally:
+            M.mtmd_input_chunks_free(chunks)
 
     def tokenize_parts(self, parts: Sequence[str | bytes | Image], *,
                        add_special: bool = True, parse_special: bool = True) -> list[Chunk]:
@@ -224,16 +230,8 @@ class Projector:
                     structs.append(M.mtmd_input_part(None, bmp.ptr))
             ptrs = (ctypes.POINTER(M.mtmd_input_part) * max(len(structs), 1))(
                 *(ctypes.pointer(s) for s in structs))
-            chunks = M.mtmd_input_chunks_init()
-            try:
-                with self._lock:
-                    rc = M.mtmd_tokenize_from_parts(self.ptr, chunks, ptrs, len(structs),
-                                                    add_special)
-                if rc != 0:
-                    raise ImageError(f"failed to preprocess the images (mtmd_tokenize: {rc})")
-                return self._collect(chunks)
-            finally:
-                M.mtmd_input_chunks_free(chunks)
+            return self._tokenized(lambda chunks: M.mtmd_tokenize_from_parts(
+                self.ptr, chunks, ptrs, len(structs), add_special))
         finally:
             for b in bitmaps:
                 b.close()

@@ -1,0 +1,65 @@
+"""What the chat and completion pipelines share: the request fields every dialect fills in,
+the settling of keep-alive, options, sampling and runner spec, and the answers a dialect gives
+to a bare load or a render-only request."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from herd.gateway.cluster.spec import runner_spec
+from herd.gateway.pipeline.validate import (check_options, format_text, request_keep_alive,
+                                            sampling_params)
+from herd.gateway.state import GatewayState
+from herd.gateway.store.models import ModelEntry
+from herd.protocol.api import KeepAlive, Options, merge_options
+from herd.protocol.wire import RunnerSpec, SamplingParams
+
+# What an empty request answers (load, or unload with keep_alive 0): a dialect's body.
+LoadAnswer = Callable[[str], Awaitable[web.StreamResponse] | web.StreamResponse]
+# The rendered prompt for `_debug_render_only`, as the dialect shows it.
+RenderAnswer = Callable[[str], web.StreamResponse]
+
+
+@dataclass(kw_only=True)
+class NativeCall:
+    """The fields a generation has whichever API it arrived through."""
+
+    model: str
+    stream: bool = True
+    think: bool | str | None = None
+    format: str | dict[str, Any] | None = None
+    # Layered over the model's own parameters, later ones winning key by key.
+    options: list[Options | None] = field(default_factory=list)
+    keep_alive: KeepAlive = None
+    truncate: bool = True
+    shift: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
+    render_only: bool = False
+
+
+@dataclass
+class Settled:
+    keep_alive: int
+    sampling: SamplingParams
+    spec: RunnerSpec
+
+
+def settle(state: GatewayState, entry: ModelEntry, call: NativeCall,
+           format: str | dict[str, Any] | None) -> Settled:
+    """Keep-alive, options over the model's parameters (range-checked), sampling and the
+    runner spec they select."""
+    keep_alive = request_keep_alive(call.keep_alive, state.settings)
+    options = merge_options(entry.params, *call.options)
+    check_options(options)
+    return Settled(keep_alive, sampling_params(options, format_text(format)),
+                   runner_spec(entry, options, state.settings))
+
+
+async def load_answer(on_load: LoadAnswer, reason: str) -> web.StreamResponse:
+    answer = on_load(reason)
+    return answer if isinstance(answer, web.StreamResponse) else await answer
