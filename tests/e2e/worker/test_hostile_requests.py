@@ -14,6 +14,8 @@ import json
 import httpx
 import pytest
 
+from support.herd_server import wait_until
+
 BESIDE_TOKENS = 48
 
 
@@ -117,13 +119,17 @@ def test_too_many_images_is_a_400(server) -> None:
 def test_any_negative_num_predict_is_capped(server) -> None:
     """num_predict -3 streamed for ever: every negative but -2 is "unlimited", which Herd caps
     at 8 contexts (Ollama's runner treats any num_predict < 0 as no limit)."""
+    before = set(server.runner_pids())
+    # keep_alive 0: the num_ctx-16 runner goes with its answer, so no later probe here sees
+    # it reaped as stale (the reload of other load-time options) and blames the probe.
     r = httpx.post(server.url + "/api/generate", timeout=300, json={
-        "model": "tiny", "prompt": "hi", "stream": False, "raw": True,
+        "model": "tiny", "prompt": "hi", "stream": False, "raw": True, "keep_alive": 0,
         "options": {"num_predict": -3, "num_ctx": 16, "temperature": 0}})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["done_reason"] in ("length", "stop")
     assert body["eval_count"] <= 8 * 16
+    assert wait_until(lambda: set(server.runner_pids()) <= before)
 
 
 def test_a_stored_template_that_cannot_render_fails_its_requests_not_its_model(server) -> None:

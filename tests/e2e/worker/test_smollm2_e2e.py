@@ -41,9 +41,14 @@ def test_list_and_show(smollm2) -> None:
 
 
 def test_chat_ends_by_itself(smollm2) -> None:
-    reply = smollm2.client().chat(model="smollm2:135m", messages=QUESTION)
+    # Greedy, so the answer does not hang on the sampler's seed; a 135M model's wording still
+    # varies with the CPU's kernels, so the check is that it answers on topic.
+    reply = smollm2.client().chat(model="smollm2:135m", messages=QUESTION,
+                                  options={"temperature": 0})
     assert reply.done and reply.done_reason == "stop"
-    assert reply.message.role == "assistant" and "light" in reply.message.content.lower()
+    words = reply.message.content.lower()
+    assert reply.message.role == "assistant"
+    assert any(w in words for w in ("light", "scatter", "blue")), words
     assert 0 < reply.eval_count < 4096
 
 
