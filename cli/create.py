@@ -94,8 +94,14 @@ def build_request(name: str, mf: Modelfile, base: pathlib.Path, quantize: str,
         if path is None:
             raise CliError(f"{value}: no such file or directory")
         adapters.update(_model_files(path))
+    draft = _local_path(mf.draft, base) if mf.draft is not None else None
+    if mf.draft is not None and draft is None:
+        raise CliError(f"DRAFT {mf.draft}: no such file or directory (a draft model is a "
+                       "local GGUF file or safetensors folder)")
+    draft_files = _model_files(draft) if draft else {}
     parameters = msgspec.to_builtins(mf.parameters)  # set fields only: Options omits defaults
     return CreateRequest(
+        draft_files=upload(draft_files) if draft_files else None,
         model=name,
         from_="" if source else mf.from_,
         files=upload(files) if files else None,

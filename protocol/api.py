@@ -300,6 +300,10 @@ class CreateRequest(Struct, omit_defaults=True):
     quantization: str = ""  # deprecated alias of quantize
     stream: bool = True
     modelfile: str = ""  # the pre-0.5.5 form: a Modelfile's text
+    # A draft model for speculative decoding (Ollama's newest create): its GGUF, or a
+    # safetensors folder to convert, and optionally a quantization for it.
+    draft_files: dict[str, str] | None = None
+    draft_quantize: str = ""
 
 
 class StatusChunk(Struct, omit_defaults=True):

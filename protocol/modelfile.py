@@ -24,7 +24,7 @@ LEGACY_PARAMETERS = frozenset({
 })
 
 INSTRUCTIONS = ("FROM", "PARAMETER", "TEMPLATE", "SYSTEM", "ADAPTER", "LICENSE", "MESSAGE",
-                "REQUIRES")
+                "REQUIRES", "DRAFT")
 MESSAGE_ROLES = ("system", "user", "assistant")
 
 # Go's strconv.ParseBool, which Ollama uses for PARAMETER booleans.
@@ -65,6 +65,7 @@ class Modelfile(Struct):
     messages: list[Message] = msgspec.field(default_factory=list)
     requires: str | None = None
     more_from: list[str] = msgspec.field(default_factory=list)  # later FROMs: a projector
+    draft: str | None = None  # a draft model for speculative decoding: a path, blob or model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ def parse_modelfile(text: str) -> Modelfile:
 
 def _apply(result: Modelfile, params: dict[str, Any], instruction: str, key: str, value: str,
            line: int) -> None:
-    if instruction in ("FROM", "ADAPTER", "REQUIRES") and not value:
+    if instruction in ("FROM", "ADAPTER", "REQUIRES", "DRAFT") and not value:
         raise ModelfileError(f"missing value for {instruction}", line)
     if instruction == "PARAMETER":
         if _check_known(key, line):
@@ -265,6 +266,10 @@ def _apply(result: Modelfile, params: dict[str, Any], instruction: str, key: str
         result.licenses.append(value)
     elif instruction == "REQUIRES":
         result.requires = _check_semver(value, line)
+    elif instruction == "DRAFT":
+        if result.draft is not None:
+            raise ModelfileError("only one DRAFT model is supported", line)
+        result.draft = value
 
 
 def _check_semver(value: str, line: int) -> str:
@@ -373,7 +378,7 @@ def _heredoc(text: str) -> str:
 def render_modelfile(*, model_name: str, from_line: str, template: str | None,
                      system: str | None, parameters: Options | None, adapters: list[str],
                      licenses: list[str], messages: list[Message],
-                     projectors: tuple[str, ...] = ()) -> str:
+                     projectors: tuple[str, ...] = (), draft: str = "") -> str:
     """/api/show's "modelfile", in the format of Ollama's show; parse_modelfile reads it back.
 
     PARAMETER strings use our own "..." escaping rather than Go's %q: %q turns a newline into
@@ -395,6 +400,8 @@ def render_modelfile(*, model_name: str, from_line: str, template: str | None,
         lines.extend(f"PARAMETER {name} {_go_value(value, _quoted)}"
                      for name, value in _parameter_items(parameters))
     lines.extend(f"ADAPTER {_bare_or_quoted(adapter)}" for adapter in adapters)
+    if draft:
+        lines.append(f"DRAFT {_bare_or_quoted(draft)}")
     lines.extend(f"LICENSE {_heredoc(license_text)}" for license_text in licenses)
     lines.extend(f"MESSAGE {message.role} {_heredoc(message.content)}" for message in messages)
     return "\n".join(lines) + "\n"

@@ -37,10 +37,11 @@ class SamplingParams(Struct, array_like=True, omit_defaults=True, gc=False):
     num_keep: int = 4
     stop: list[str] = []
     format: str = ""  # "json" or a JSON schema's text: output constrained by a grammar
-    # Speculative decoding by prompt lookup: 0 = off (the default: drafts change the batch's
-    # shape, and llama.cpp's logits are not bit-identical across shapes, so an answer at
-    # temperature 0 would depend on timing); -1 = where the measured cost says it pays;
-    # N > 0 = up to N drafted tokens per step.
+    # Speculative decoding, by the model's draft model when it has one, else by prompt lookup:
+    # 0 = off (the default without a draft model: drafts change the batch's shape, and
+    # llama.cpp's logits are not bit-identical across shapes, so an answer at temperature 0
+    # would depend on timing); -1 = where the measured cost says it pays; N > 0 = up to N
+    # drafted tokens per step (the gateway sends 4 for a model with a draft, as Ollama).
     draft_num_predict: int = 0
 
 
@@ -186,6 +187,7 @@ class RunnerSpec(Struct, omit_defaults=True):
     tensor_split: list[float] = []  # layer proportions across several GPUs
     main_gpu: int = 0  # index into devices
     projector_digest: str = ""  # a vision projector GGUF (mmproj) blob loaded beside the model
+    draft_digest: str = ""  # a smaller GGUF of the same vocabulary that drafts for speculation
 
 
 class DeviceInfo(Struct, omit_defaults=True):

@@ -212,9 +212,10 @@ class WorkerNode:
                 paths = [policy.blob_path(self.settings.models_dir, message.spec.model_digest),
                          *(policy.blob_path(self.settings.models_dir, d)
                            for d in message.spec.adapter_digests)]
-                projector = (policy.blob_path(self.settings.models_dir, message.spec.projector_digest)
-                             if message.spec.projector_digest else "")
-                policy.check_memory(message.spec, paths + ([projector] if projector else []),
+                projector, draft = (
+                    policy.blob_path(self.settings.models_dir, digest) if digest else ""
+                    for digest in (message.spec.projector_digest, message.spec.draft_digest))
+                policy.check_memory(message.spec, paths + [p for p in (projector, draft) if p],
                                     self.info().devices)
             except policy.Refused as e:
                 log.warning("refused to load %s: %s", key, e)
@@ -226,7 +227,7 @@ class WorkerNode:
             runner.leases.add(gateway)
             runner.waiting.append((gateway, message.request_id))
             try:
-                await self._spawn(runner, message.spec, paths, projector)
+                await self._spawn(runner, message.spec, paths, projector, draft)
             except OSError as e:
                 del self.runners[key]
                 for waiter, request_id in runner.waiting:
@@ -239,13 +240,15 @@ class WorkerNode:
         runner.waiting.append((gateway, message.request_id))
 
     async def _spawn(self, runner: RunnerProcess, spec: RunnerSpec, paths: list[str],
-                     projector: str = "") -> None:
+                     projector: str = "", draft: str = "") -> None:
         cmd = [sys.executable, "-m", "herd.worker.runner", "--spec", msgspec.json.encode(spec).decode(),
                "--bind", self._runner_bind(), "--events", self.events_endpoint,
                "--model", paths[0], *(a for p in paths[1:] for a in ("--adapter", p)),
                "--max-message-bytes", str(self.settings.max_message_bytes)]
         if projector:
             cmd += ["--projector", projector]
+        if draft:
+            cmd += ["--draft", draft]
         if self.keys is not None:
             cmd += ["--curve-secret-key", self.keys.secret_path,
                     "--curve-authorized", self.keys.authorized_dir]

@@ -31,6 +31,7 @@ from herd.worker.engine.batch import BatchEngine, RequestError
 from herd.worker.engine.llama import LlamaContext, LlamaModel, LoraAdapter
 from herd.worker.engine.vision.mmproj import cache_dir, with_projector_type
 from herd.worker.engine.vision.projector import Projector, ProjectorError
+from herd.worker.engine.draft_model import load_draft
 
 _IDLE_POLL_MS = 500
 log = logging.getLogger("herd.runner")
@@ -85,9 +86,9 @@ def model_template(model: LlamaModel, family: str) -> ChatTemplate:
 
 def load_engine(spec: RunnerSpec, emit, model: LlamaModel | str,
                 adapters: list[LoraAdapter] | None = None,
-                projector_path: str = "") -> tuple[LlamaModel, BatchEngine]:
+                projector_path: str = "", draft_path: str = "") -> tuple[LlamaModel, BatchEngine]:
     """`model`: a loaded model, or the path of its GGUF (tests, benchmarks); `projector_path`:
-    its vision projector's GGUF, "" without one."""
+    its vision projector's GGUF, `draft_path` its draft model's, "" without one."""
     if isinstance(model, str):
         model = LlamaModel(model, n_gpu_layers=spec.num_gpu_layers)
     n_ctx = context_length(spec, model)
@@ -104,8 +105,12 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | str,
         # The text model still serves; image requests get the reason (M-RoPE models, e.g.).
         log.warning("vision disabled: %s", e)
         projector, refusal = None, str(e)
+    drafter = load_draft(draft_path, model, n_ctx_seq=ctx.n_ctx_seq, n_seq=ctx.n_seq,
+                         n_batch=spec.num_batch, n_threads=thread_count(spec),
+                         n_gpu_layers=spec.num_gpu_layers, kv_cache_type=spec.kv_cache_type,
+                         flash_attention=spec.flash_attention) if draft_path else None
     engine = BatchEngine(model, ctx, template, emit, device_sampling=device_sampling(spec),
-                         projector=projector)
+                         projector=projector, drafter=drafter)
     if refusal:
         engine.vision_refusal = refusal
     return model, engine
@@ -128,11 +133,13 @@ def load_projector(spec: RunnerSpec, model: LlamaModel, path: str) -> Projector 
 class Runner:
     def __init__(self, spec: RunnerSpec, bind: str, node_events: str, model_path: str,
                  adapter_paths: list[str], keys: ServerKeys | None = None,
-                 max_message_bytes: int = 64 * 1024 * 1024, projector_path: str = "") -> None:
+                 max_message_bytes: int = 64 * 1024 * 1024, projector_path: str = "",
+                 draft_path: str = "") -> None:
         self.spec = spec
         self.model_path = model_path
         self.adapter_paths = adapter_paths
         self.projector_path = projector_path
+        self.draft_path = draft_path
         self.stopping = False
         self.codec = WireCodec()
         self.zctx = zmq.Context.instance()
@@ -166,7 +173,8 @@ class Runner:
             self.adapters = [LoraAdapter(self.model, path) for path in self.adapter_paths]
             # Embedding-only models (BERT) cannot generate: they get no generation context.
             engine = None if is_embedding_model(self.model) else load_engine(
-                self.spec, self._emit, self.model, self.adapters, self.projector_path)[1]
+                self.spec, self._emit, self.model, self.adapters, self.projector_path,
+                self.draft_path)[1]
             self.sock.bind(self.bind)
         except Exception as e:  # report load failures to the node, which answers the gateway
             traceback.print_exc()
@@ -283,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the GGUF the node resolved from the digest")
     parser.add_argument("--adapter", action="append", default=[])
     parser.add_argument("--projector", default="", help="the vision projector's GGUF, resolved too")
+    parser.add_argument("--draft", default="", help="the draft model's GGUF, resolved too")
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
     parser.add_argument("--curve-secret-key", default="")
     parser.add_argument("--curve-authorized", default="")
@@ -290,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = msgspec.json.decode(args.spec, type=RunnerSpec)
     keys = ServerKeys.load(args.curve_secret_key, args.curve_authorized)
     runner = Runner(spec, args.bind, args.events, args.model, args.adapter, keys,
-                    args.max_message_bytes, args.projector)
+                    args.max_message_bytes, args.projector, args.draft)
 
     def stop(*_: object) -> None:
         runner.stopping = True  # the loop polls at least every _IDLE_POLL_MS

@@ -104,7 +104,7 @@ async def show(request: web.Request) -> web.Response:
             model_name=name.display, from_line=entry.model_path, template=template, system=system,
             parameters=asked if _has_values(asked) else None, adapters=entry.adapters,
             licenses=entry.licenses, messages=entry.messages,
-            projectors=(entry.projector,) if entry.projector else ()),
+            projectors=(entry.projector,) if entry.projector else (), draft=entry.draft),
         parameters=render_parameters(own) if own is not None else None,
         tensors=tensors or None, projector_info=projector_info,
         template=template, system=system,

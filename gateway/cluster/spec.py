@@ -26,6 +26,8 @@ def runner_spec(entry: ModelEntry, options: Options, settings: Settings) -> Runn
         key += "|lora=" + ",".join(os.path.basename(a) for a in entry.adapters)
     if entry.projector:
         key += "|proj=" + os.path.basename(entry.projector)
+    if entry.draft:
+        key += "|draft=" + os.path.basename(entry.draft)
     main_gpu = int(options.main_gpu) if options.main_gpu is not None else -1
     if main_gpu >= 0:
         key += f"|main={main_gpu}"
@@ -37,7 +39,8 @@ def runner_spec(entry: ModelEntry, options: Options, settings: Settings) -> Runn
                       num_gpu_layers=gpu, family=entry.config.model_family,
                       adapter_digests=adapters, kv_cache_type=settings.kv_cache_type,
                       flash_attention=settings.flash_attention,
-                      projector_digest=_digest(entry.projector) if entry.projector else "")
+                      projector_digest=_digest(entry.projector) if entry.projector else "",
+                      draft_digest=_digest(entry.draft) if entry.draft else "")
 
 
 def _digest(blob_path: str) -> str:

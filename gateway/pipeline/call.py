@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from herd.gateway.cluster.spec import runner_spec
@@ -42,6 +43,9 @@ class NativeCall:
     render_only: bool = False
 
 
+DRAFT_DEFAULT = 4
+
+
 @dataclass
 class Settled:
     keep_alive: int
@@ -55,6 +59,9 @@ def settle(state: GatewayState, entry: ModelEntry, call: NativeCall,
     runner spec they select."""
     keep_alive = request_keep_alive(call.keep_alive, state.settings)
     options = merge_options(entry.params, *call.options)
+    if entry.draft and options.draft_num_predict is None:
+        # Ollama's default for a model with a draft: four drafted tokens per step.
+        options = msgspec.structs.replace(options, draft_num_predict=DRAFT_DEFAULT)
     check_options(options)
     return Settled(keep_alive, sampling_params(options, format_text(format)),
                    runner_spec(entry, options, state.settings))

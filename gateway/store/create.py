@@ -22,9 +22,11 @@ import msgspec
 from herd.gateway.store.blobs import parse_digest, temp_prefix
 from herd.gateway.errors import BadRequest, HerdError, ModelNotFound, NotFound
 from herd.gateway.store.gguf_meta import GGUF_MAGIC, NotGGUF, read_metadata, read_summary
-from herd.gateway.store.manifest import (ADAPTER_MEDIA_TYPE, LICENSE_MEDIA_TYPE, MESSAGES_MEDIA_TYPE,
-                              MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE, PROJECTOR_MEDIA_TYPE,
-                              SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, Layer)
+from herd.gateway.store.draft_check import check_draft
+from herd.gateway.store.manifest import (ADAPTER_MEDIA_TYPE, DRAFT_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
+                                         MESSAGES_MEDIA_TYPE, MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE,
+                                         PROJECTOR_MEDIA_TYPE, SYSTEM_MEDIA_TYPE,
+                                         TEMPLATE_MEDIA_TYPE, Layer)
 from herd.protocol.modelfile import ModelfileError, options_from_mapping, parse_modelfile
 from herd.protocol.names import InvalidName, parse_name
 from herd.gateway.store.models import ModelStore, model_name_or_400
@@ -85,10 +87,12 @@ class CreateJob:
         layers = [model_layer]
         layers += self._adapters(req.adapters) if req.adapters else [
             layer for layer in inherited if layer.mediaType == ADAPTER_MEDIA_TYPE]
-        # A projector given with the request replaces the base model's.
-        replaced = (PROJECTOR_MEDIA_TYPE,) if projectors else ()
-        layers += projectors + [layer for layer in inherited if layer.mediaType not in
-                                (*_TEXT_LAYERS, ADAPTER_MEDIA_TYPE, *replaced)]
+        draft = self._draft(req, model_layer)
+        # A projector or a draft given with the request replaces the base model's.
+        replaced = ((PROJECTOR_MEDIA_TYPE,) if projectors else ()) + \
+            ((DRAFT_MEDIA_TYPE,) if draft else ())
+        layers += projectors + draft + [layer for layer in inherited if layer.mediaType not in
+                                        (*_TEXT_LAYERS, ADAPTER_MEDIA_TYPE, *replaced)]
         layers += self._text_layers(req, inherited, base_params)
         summary = read_summary(self.store.blob_path(model_layer.digest))
         config = self.store.write_config(summary, self.pin)
@@ -133,6 +137,8 @@ class CreateJob:
                 raise BadRequest(f"a second FROM must name a projector blob: {source}")
         if files:
             update["files"] = files
+        if mf.draft is not None:
+            update["draft_files"] = {"draft.gguf": self._draft_reference(mf.draft)}
         if mf.adapters:
             adapters = {}
             for i, text in enumerate(mf.adapters):
@@ -302,6 +308,28 @@ class CreateJob:
             if os.path.exists(dst):
                 os.unlink(dst)
 
+    def _draft_reference(self, source: str) -> str:
+        """A Modelfile's DRAFT: a blob, or a model of the store whose weights draft."""
+        if (digest := _blob_reference(source)) is not None:
+            return digest
+        if _looks_like_path(source):
+            raise BadRequest(NO_SERVER_PATHS)
+        return self._resolve_base(source).model_digest
+
+    def _draft(self, req: CreateRequest, model_layer: Layer) -> list[Layer]:
+        """The draft model's layer (its GGUF, a converted folder, quantized if asked), checked
+        against the model's vocabulary; [] when the request names none."""
+        if not req.draft_files:
+            if req.draft_quantize:
+                raise BadRequest("draft_quantize needs draft_files")
+            return []
+        self.status("parsing draft model")
+        layer = self._model_from_files(req.draft_files)
+        if req.draft_quantize:
+            layer = self._quantize(layer, req.draft_quantize)
+        check_draft(self.store.blob_path(model_layer.digest), self.store.blob_path(layer.digest))
+        return [Layer(DRAFT_MEDIA_TYPE, layer.digest, layer.size)]
+
     def _adapters(self, adapters: dict[str, str]) -> list[Layer]:
         if len(adapters) > 1:
             raise BadRequest("only one adapter is currently supported")
@@ -352,7 +380,8 @@ class CreateJob:
 
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 NO_SERVER_PATHS = ("the modelfile form names blobs (sha256:<hex>, uploaded with POST /api/blobs) "
-                   "or models, never files on the server: send 'files' and 'adapters' instead")
+                   "or models, never files on the server: send 'files', 'adapters' and "
+                   "'draft_files' instead")
 
 
 def _blob_reference(text: str) -> str | None:

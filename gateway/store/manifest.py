@@ -15,6 +15,7 @@ MESSAGES_MEDIA_TYPE = "application/vnd.ollama.image.messages"
 LICENSE_MEDIA_TYPE = "application/vnd.ollama.image.license"
 ADAPTER_MEDIA_TYPE = "application/vnd.ollama.image.adapter"
 PROJECTOR_MEDIA_TYPE = "application/vnd.ollama.image.projector"
+DRAFT_MEDIA_TYPE = "application/vnd.ollama.image.draft"  # a speculative decoding draft model
 
 
 class Layer(Struct, omit_defaults=True):

@@ -28,7 +28,7 @@ from herd.gateway.store.gguf_meta import GGUFSummary, NotGGUF, format_parameter_
 from herd.gateway.store.pins import Pins
 from herd.gateway.store.manifest import (ADAPTER_MEDIA_TYPE, CONFIG_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
                               MESSAGES_MEDIA_TYPE, MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE,
-                              PROJECTOR_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, Layer,
+                              PROJECTOR_MEDIA_TYPE, DRAFT_MEDIA_TYPE, SYSTEM_MEDIA_TYPE, TEMPLATE_MEDIA_TYPE, Layer,
                               Manifest, ModelConfig)
 from herd.protocol.names import InvalidName, ModelName, parse_name
 from herd.protocol.api import ListedModel, Message, ModelDetails, Options
@@ -59,6 +59,7 @@ class ModelEntry(Struct):
     embedding_length: int = 0  # from the GGUF; 0 when unknown
     parent_model: str = ""  # the model layer's `from`: the model this one was created from
     projector: str = ""  # blob path of the vision projector (mmproj), "" without one
+    draft: str = ""  # blob path of the draft model of speculative decoding, "" without one
 
     @property
     def details(self) -> ModelDetails:
@@ -298,7 +299,9 @@ class ModelStore(BlobStore):
             embedding_length=summary.embedding_length if summary else 0,
             parent_model=model_layer.from_ or "",
             projector=self.blob_path(projector.digest)
-            if (projector := manifest.layer(PROJECTOR_MEDIA_TYPE)) is not None else "")
+            if (projector := manifest.layer(PROJECTOR_MEDIA_TYPE)) is not None else "",
+            draft=self.blob_path(draft.digest)
+            if (draft := manifest.layer(DRAFT_MEDIA_TYPE)) is not None else "")
 
     # One unreadable license, params or messages blob must not hide the model, nor turn
     # /api/tags into a 500 for everyone: it is left out of the entry, with a log line.

@@ -16,6 +16,7 @@ from herd.worker.engine.llama import LlamaContext, LlamaModel
 from herd.worker.engine.logprobs import token_logprob
 from herd.worker.engine.prompt import PromptBuilder, RequestError
 from herd.worker.engine import speculative
+from herd.worker.engine.draft_model import DraftModel
 from herd.worker.engine.sampler import InvalidFormat, SamplerChain, after_thinking_chains
 from herd.worker.engine.sequence import Sequence, Slot, _common_prefix
 from herd.worker.engine.textstream import TextStream
@@ -38,8 +39,9 @@ UNLIMITED_CAP_CONTEXTS = 8
 class BatchEngine(ImageRequests):
     def __init__(self, model: LlamaModel, ctx: LlamaContext, template: ChatTemplate,
                  emit: Emit, *, device_sampling: bool = False,
-                 projector: Projector | None = None) -> None:
+                 projector: Projector | None = None, drafter: DraftModel | None = None) -> None:
         self.model = model
+        self.drafter = drafter  # the model's draft model: speculation drafts with it
         # Sampling in the decode graph: on a GPU it spares copying 262k logits per sequence to
         # the host and sampling them there; on a CPU it measured slower (bench/RESULTS.md).
         self.device_sampling = device_sampling
@@ -62,6 +64,8 @@ class BatchEngine(ImageRequests):
                 seq.grammar.close()
         L.llama_batch_free(self._batch)
         self._close_vision()
+        if self.drafter is not None:
+            self.drafter.close()
 
     # -- requests ---------------------------------------------------------------------------
 

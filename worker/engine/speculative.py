@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 # Drafted tokens per step when a request does not say (options.draft_num_predict). Verifying
 # eight tokens instead of one costs a few percent of a CPU decode (bench/speculative.py).
 DEFAULT_DRAFT = 8
+DEFAULT_MODEL_DRAFT = 4  # Ollama's draft_num_predict for a model with a draft model
 NGRAM_MAX = 4
 NGRAM_MIN = 2
 # After a draft of which nothing was kept, the sequence waits 2, 4, ... up to this many steps
@@ -39,12 +40,12 @@ EXPLORE_EVERY = 256
 _EMA = 0.2
 
 
-def draft_limit(params: SamplingParams) -> int:
+def draft_limit(params: SamplingParams, by_model: bool = False) -> int:
     """Drafted tokens per step a request allows: 0 = no speculation."""
     if params.format:
         return 0  # a grammar would have to be rolled back with the rejected drafts
     if params.draft_num_predict < 0:
-        return DEFAULT_DRAFT
+        return DEFAULT_MODEL_DRAFT if by_model else DEFAULT_DRAFT
     return params.draft_num_predict
 
 
@@ -125,11 +126,13 @@ class DraftCost:
 
 
 class Speculation:
-    """One sequence's drafting state: its n-gram index and how well its drafts have fared."""
+    """One sequence's drafting state: its n-gram index (or its runner's draft model) and how
+    well its drafts have fared."""
 
-    def __init__(self, limit: int, forced: bool = False) -> None:
+    def __init__(self, limit: int, forced: bool = False, by_model: bool = False) -> None:
         self.limit = limit
         self.forced = forced  # the request set draft_num_predict: no cost check
+        self.by_model = by_model  # the runner's draft model proposes (draft_model.py)
         self.index = NgramIndex()
         self.draft: list[int] = []
         self.base = 0  # the KV position of the token the draft continues
@@ -139,13 +142,18 @@ class Speculation:
         self.drafted = 0  # counters for the benchmark and the tests
         self.accepted = 0
 
-    def propose(self, tokens: list[int], room: int) -> list[int]:
-        """The draft to decode after tokens[-1] (the token decoded now); [] for none."""
+    def wants(self, tokens: list[int], room: int) -> int:
+        """How many tokens to draft after tokens[-1] (the token decoded now): 0 for none."""
         self.draft = []
+        self.base = len(tokens) - 1
         if self._cooldown > 0:
             self._cooldown -= 1
-            return self.draft
-        k = min(self.limit, room)
+            return 0
+        return max(min(self.limit, room), 0)
+
+    def propose(self, tokens: list[int], room: int) -> list[int]:
+        """The prompt-lookup draft to decode after tokens[-1]; [] for none."""
+        k = self.wants(tokens, room)
         if k <= 0:
             return self.draft
         if len(tokens) < len(self.index.history):
@@ -153,7 +161,6 @@ class Speculation:
             return self.draft
         self.index.sync(tokens)
         self.draft = self.index.propose(k)
-        self.base = len(tokens) - 1
         return self.draft
 
     def settle(self, kept: int) -> None:
@@ -190,11 +197,12 @@ def _engine(engine: BatchEngine) -> _Engine:
 def _decide(engine: BatchEngine, seq: Sequence) -> Speculation:
     """A sequence's drafting, decided at its first decode. Graph-sampled chains, grammars (they
     would have to be rolled back with the rejected drafts) and images' cells do not draft."""
-    limit = draft_limit(seq.req.sampling)
+    by_model = engine.drafter is not None
+    limit = draft_limit(seq.req.sampling, by_model)
     if (limit <= 0 or seq.on_device or seq.grammar is not None or seq.spans
             or not _engine(engine).able):
         return OFF
-    return Speculation(limit, forced=seq.req.sampling.draft_num_predict > 0)
+    return Speculation(limit, forced=seq.req.sampling.draft_num_predict > 0, by_model=by_model)
 
 
 def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
@@ -208,6 +216,7 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
     room = engine.ctx.n_batch - n
     allowed = None
     drafted: list[Sequence] = []
+    by_model: list[tuple[Sequence, int]] = []
     for seq in decoding:
         if seq.spec is None:
             seq.spec = _decide(engine, seq)
@@ -222,8 +231,20 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
             allowed = state.cost.allows() if allowed is None else allowed
             fits = fits if allowed == 0 else min(fits, allowed)
         # slot.tokens already ends with the token decoded now: the draft continues it.
-        if spec.propose(slot.tokens, fits):
+        if spec.by_model:
+            if (k := spec.wants(slot.tokens, fits)) > 0:
+                by_model.append((seq, k))
+        elif spec.propose(slot.tokens, fits):
             drafted.append(seq)
+    if by_model:
+        assert engine.drafter is not None
+        proposals = engine.drafter.propose(
+            [(seq.slot.seq_id, seq.slot.tokens, k) for seq, k in by_model],  # type: ignore[union-attr]
+            stop_unsure=len(decoding) == 1)
+        for seq, _ in by_model:
+            seq.spec.draft = proposals[seq.slot.seq_id]  # type: ignore[union-attr]
+            if seq.spec.draft:  # type: ignore[union-attr]
+                drafted.append(seq)
     if len(decoding) > 1 and drafted:
         equal = 0 if len(drafted) < len(decoding) else min(
             room // len(decoding), min(len(seq.spec.draft) for seq in drafted))  # type: ignore[union-attr]

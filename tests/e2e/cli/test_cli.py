@@ -162,6 +162,19 @@ def test_create_with_a_projector_from_a_second_from_line(server, herd: Run,
     assert "vision" in info["capabilities"] and info["projector_info"]
 
 
+def test_create_with_a_draft_model(server, herd: Run, tiny_gguf: pathlib.Path,
+                                   tmp_path: pathlib.Path) -> None:
+    """DRAFT names a local GGUF: uploaded and sent as draft_files."""
+    shutil.copy(tiny_gguf, tmp_path / "tiny.gguf")
+    write_tiny_llama(tmp_path / "small.gguf", seed=4, block_count=1)
+    (tmp_path / "Modelfile").write_text("FROM ./tiny.gguf\nDRAFT ./small.gguf\n")
+    assert ok(herd("create", "drafting", "-f", str(tmp_path / "Modelfile"))) == "success\n"
+    assert "\nDRAFT " in show(server, "drafting")["modelfile"]
+    (tmp_path / "Modelfile").write_text("FROM ./tiny.gguf\nDRAFT ./missing.gguf\n")
+    result = herd("create", "drafting2", "-f", str(tmp_path / "Modelfile"))
+    assert result.returncode != 0 and "missing.gguf" in result.stderr
+
+
 def test_create_quantized_from_model(server, host: str, herd: Run, tmp_path: pathlib.Path
                                      ) -> None:
     # 256-wide so every row is whole Q8_0 blocks.

@@ -176,3 +176,40 @@ def test_prompts_sharing_a_long_prefix_go_to_the_replica_that_served_it(tmp_path
                 await _generate(g, "a", prompt=system + f"question {turn}")
             assert (len(first.served), len(second.served)) == (1, 4)
     asyncio.run(scenario())
+
+
+def test_a_draft_model_travels_in_the_spec_and_counts_in_the_placement(tmp_path, ggufs) -> None:
+    """A model with a draft: the runner is told the draft's blob (by digest), the estimate
+    holds both models, and requests draft four tokens unless they say otherwise (Ollama)."""
+    import hashlib
+
+    size = _size(tmp_path, ggufs)
+    draft_size = _size(tmp_path, ggufs[1:])
+    # Room for the model and its draft on cuda:1 only; cuda:0 would hold the model alone.
+    cluster = FakeCluster({"node": devices(cuda_0=int(size * 1.5),
+                                           cuda_1=int((size + draft_size) * 1.1), cpu=1 * MiB)})
+
+    async def scenario() -> None:
+        async with gateway(tmp_path, cluster) as g:
+            digests = []
+            for gguf in ggufs:
+                data = gguf.read_bytes()
+                digests.append("sha256:" + hashlib.sha256(data).hexdigest())
+                await g.client.post(f"/api/blobs/{digests[-1]}", data=data)
+            r = await g.client.post("/api/create", json={
+                "model": "d", "stream": False, "files": {"a.gguf": digests[0]},
+                "draft_files": {"b.gguf": digests[1]}})
+            assert r.status == 200, await r.text()
+            await _generate(g, "d")
+            (spec,) = cluster.loads
+            assert spec.draft_digest == digests[1] and "|draft=" in spec.key
+            (model,) = await g.ps()
+            assert model["size_vram"] == size + draft_size
+            assert model["runners"][0]["devices"] == ["cuda:1"]
+            r = await g.client.post("/api/generate", json={
+                "model": "d", "prompt": "x", "stream": False,
+                "options": {"num_predict": 2, "draft_num_predict": 0}})
+            assert r.status == 200
+            (runner,) = cluster.runners.values()
+            assert [s.sampling.draft_num_predict for s in runner.served] == [4, 0]
+    asyncio.run(scenario())

@@ -147,8 +147,10 @@ def test_legacy_parameters_are_dropped(name: str) -> None:
      "(line 2): invalid message role 'tool': must be one of \"system\", \"user\" or \"assistant\""),
     ("FROM m\nMESSAGE User hi", "(line 2): invalid message role 'User'"),
     ("FROM m\nMESSAGE", "(line 2): missing message role after MESSAGE"),
-    ("FROM m\nDRAFT x", "(line 2): unknown instruction 'DRAFT': must be one of FROM, PARAMETER, "
-                        "TEMPLATE, SYSTEM, ADAPTER, LICENSE, MESSAGE or REQUIRES"),
+    ("FROM m\nSPLIT x", "(line 2): unknown instruction 'SPLIT': must be one of FROM, PARAMETER, "
+                        "TEMPLATE, SYSTEM, ADAPTER, LICENSE, MESSAGE, REQUIRES or DRAFT"),
+    ("FROM m\nDRAFT a\nDRAFT b", "(line 3): only one DRAFT model is supported"),
+    ("FROM m\nDRAFT", "(line 2): missing value for DRAFT"),
     ("FROM=m", "(line 1): unknown instruction 'FROM=m'"),
     ("FROM m\nSYSTEM", "(line 2): missing value for SYSTEM"),
     ('FROM ""', "(line 1): missing value for FROM"),
@@ -282,3 +284,14 @@ def test_options_from_mapping_errors(values: dict[str, object], message: str) ->
         options_from_mapping(values)
     assert str(caught.value).startswith(message)
     assert caught.value.line is None
+
+
+def test_draft_line_round_trips() -> None:
+    """DRAFT names the draft model of speculative decoding (Ollama's newest Modelfiles)."""
+    mf = parse_modelfile("FROM ./model.gguf\ndraft ./small.gguf\nPARAMETER draft_num_predict 6\n")
+    assert mf.draft == "./small.gguf" and mf.parameters.draft_num_predict == 6
+    text = render_modelfile(model_name="m:latest", from_line="/b", template=None, system=None,
+                            parameters=None, adapters=[], licenses=[], messages=[],
+                            draft="/blobs/sha256-1")
+    assert text.endswith("FROM /b\nDRAFT /blobs/sha256-1\n")
+    assert parse_modelfile(text).draft == "/blobs/sha256-1"
