@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -40,10 +39,8 @@ _WS = re.compile(r"[ \t]+")
 # Like Ollama, a heredoc ends only at """ that closes its line, so """ mid-line is content.
 _HEREDOC_END = re.compile(r'"""[ \t]*(?:\n|$)')
 _QUOTE_END = re.compile(r"[ \t]*(?:\n|$)")
-_HEREDOC_UNSAFE = re.compile(r'"""[ \t]*\n')
 _SEMVER = re.compile(r"\d+(?:\.\d+){0,2}(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 
-_PARAMETERS_KEY_WIDTH = 30
 
 
 class ModelfileError(ValueError):
@@ -71,7 +68,7 @@ class Modelfile(Struct):
 # ---------------------------------------------------------------------------------------------
 # Parameter typing, shared by PARAMETER lines and /api/create's JSON "parameters".
 
-def _kind(name: str) -> str:
+def option_kind(name: str) -> str:
     return OPTION_TYPE_NAMES.get(name, "integer")
 
 
@@ -85,7 +82,7 @@ def _check_known(name: str, line: int | None) -> bool:
 
 
 def _parse_parameter_text(name: str, text: str, line: int) -> Any:
-    kind = _kind(name)
+    kind = option_kind(name)
     if kind == "array of strings":
         return text
     if kind == "boolean":
@@ -105,7 +102,7 @@ def _parse_parameter_text(name: str, text: str, line: int) -> Any:
 
 
 def _coerce_json(name: str, value: object) -> Any:
-    kind = _kind(name)
+    kind = option_kind(name)
     if kind == "array of strings":
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             return list(value)
@@ -250,7 +247,7 @@ def _apply(result: Modelfile, params: dict[str, Any], instruction: str, key: str
     if instruction == "PARAMETER":
         if _check_known(key, line):
             typed = _parse_parameter_text(key, value, line)
-            if _kind(key) == "array of strings":
+            if option_kind(key) == "array of strings":
                 params.setdefault(key, []).append(typed)
             else:
                 params[key] = typed
@@ -278,130 +275,3 @@ def _check_semver(value: str, line: int) -> str:
     if not _SEMVER.fullmatch(bare):
         raise ModelfileError(f"requires must be a valid semver (e.g. 0.14.0), got '{value}'", line)
     return bare
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering.
-
-def _go_float(value: float) -> str:
-    """Go's %v for a float64: shortest round-trip digits, %e form when the exponent is < -4 or >= 6."""
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
-    digits = "".join(map(str, digit_tuple)).rstrip("0") or "0"
-    assert isinstance(exponent, int)
-    point = len(digit_tuple) + exponent  # digits before the decimal point
-    exp = point - 1
-    prefix = "-" if sign else ""
-    if exp < -4 or exp >= 6:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{prefix}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    if point <= 0:
-        return f"{prefix}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return f"{prefix}{digits}{'0' * (point - len(digits))}"
-    return f"{prefix}{digits[:point]}.{digits[point:]}"
-
-
-def _go_quote(text: str) -> str:
-    """Go's strconv.Quote, i.e. what %#v prints for a string."""
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in _GO_SIMPLE_ESCAPES:
-            out.append(_GO_SIMPLE_ESCAPES[char])
-        elif char.isprintable():
-            out.append(char)
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-_GO_SIMPLE_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
-                      "\t": "\\t", "\v": "\\v", "\\": "\\\\", '"': '\\"'}
-
-
-def _parameter_items(parameters: Options) -> list[tuple[str, object]]:
-    """(name, scalar) pairs sorted by name, a list option giving one pair per element."""
-    items: list[tuple[str, object]] = []
-    for name in sorted(parameters.__struct_fields__):
-        value = getattr(parameters, name)
-        if value is None:
-            continue
-        if isinstance(value, list):
-            items.extend((name, element) for element in value)
-        elif _kind(name) == "integer" and not isinstance(value, bool):
-            # Requests may carry 4096.0 for an int option; it is still an int option.
-            items.append((name, int(value)))
-        else:
-            items.append((name, value))
-    return items
-
-
-def _go_value(value: object, quote: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return _go_float(value)
-    if isinstance(value, str):
-        return quote(value)
-    return str(value)
-
-
-def render_parameters(parameters: Options) -> str:
-    """/api/show's "parameters": Ollama's "%-30s %#v" lines joined by newlines."""
-    return "\n".join(f"{name:<{_PARAMETERS_KEY_WIDTH}} {_go_value(value, _go_quote)}"
-                     for name, value in _parameter_items(parameters))
-
-
-def _quoted(text: str) -> str:
-    """A "..." value our parser reads back exactly (newlines may stay literal inside quotes)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _bare_or_quoted(text: str) -> str:
-    if text and "\n" not in text and text == text.strip(" \t") and not text.startswith('"'):
-        return text
-    return _quoted(text)
-
-
-def _heredoc(text: str) -> str:
-    # A """ that ends a line inside the text would close the heredoc early.
-    return _quoted(text) if _HEREDOC_UNSAFE.search(text) else f'"""{text}"""'
-
-
-def render_modelfile(*, model_name: str, from_line: str, template: str | None,
-                     system: str | None, parameters: Options | None, adapters: list[str],
-                     licenses: list[str], messages: list[Message],
-                     projectors: tuple[str, ...] = (), draft: str = "") -> str:
-    """/api/show's "modelfile", in the format of Ollama's show; parse_modelfile reads it back.
-
-    PARAMETER strings use our own "..." escaping rather than Go's %q: %q turns a newline into
-    \\n, which no Modelfile parser decodes, so a stop sequence like "\\n\\n" would not survive.
-    """
-    lines = [
-        '# Modelfile generated by "ollama show"',
-        "# To build a new Modelfile based on this, replace FROM with:",
-        f"# FROM {model_name}",
-        "",
-        f"FROM {_bare_or_quoted(from_line)}",
-    ]
-    lines.extend(f"FROM {_bare_or_quoted(p)}" for p in projectors)  # as Ollama's Model.String()
-    if template is not None:
-        lines.append(f"TEMPLATE {_heredoc(template)}")
-    if system is not None:
-        lines.append(f"SYSTEM {_heredoc(system)}")
-    if parameters is not None:
-        lines.extend(f"PARAMETER {name} {_go_value(value, _quoted)}"
-                     for name, value in _parameter_items(parameters))
-    lines.extend(f"ADAPTER {_bare_or_quoted(adapter)}" for adapter in adapters)
-    if draft:
-        lines.append(f"DRAFT {_bare_or_quoted(draft)}")
-    lines.extend(f"LICENSE {_heredoc(license_text)}" for license_text in licenses)
-    lines.extend(f"MESSAGE {message.role} {_heredoc(message.content)}" for message in messages)
-    return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from aiohttp import web
 from herd.gateway.errors import BadRequest, ModelNotFound
 from herd.gateway.store.gguf_meta import SkippedArray, read_metadata
 from herd.gateway.http.io import decode_body, json_response
-from herd.protocol.modelfile import render_modelfile, render_parameters
+from herd.protocol.modelfile_render import render_modelfile, render_parameters
 from herd.protocol.names import InvalidName, parse_name
 from herd.gateway.state import STATE
 from herd.gateway.store.models import format_time, model_name_or_400, run_blocking

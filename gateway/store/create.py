@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -21,8 +20,9 @@ import msgspec
 
 from herd.gateway.store.blobs import parse_digest, temp_prefix
 from herd.gateway.errors import BadRequest, HerdError, ModelNotFound, NotFound
-from herd.gateway.store.gguf_meta import GGUF_MAGIC, NotGGUF, read_metadata, read_summary
+from herd.gateway.store.gguf_meta import NotGGUF, read_metadata, read_summary
 from herd.gateway.store.draft_check import check_draft
+from herd.gateway.store.sources import NO_SERVER_PATHS, blob_reference, is_gguf, looks_like_path
 from herd.gateway.store.manifest import (ADAPTER_MEDIA_TYPE, DRAFT_MEDIA_TYPE, LICENSE_MEDIA_TYPE,
                                          MESSAGES_MEDIA_TYPE, MODEL_MEDIA_TYPE, PARAMS_MEDIA_TYPE,
                                          PROJECTOR_MEDIA_TYPE, SYSTEM_MEDIA_TYPE,
@@ -127,9 +127,9 @@ class CreateJob:
         # vision projector's blob (Ollama's two-FROM Modelfiles).
         files = {}
         for i, source in enumerate((mf.from_, *mf.more_from)):
-            if (digest := _blob_reference(source)) is not None:
+            if (digest := blob_reference(source)) is not None:
                 files[f"from{i}.gguf"] = digest
-            elif _looks_like_path(source):
+            elif looks_like_path(source):
                 raise BadRequest(NO_SERVER_PATHS)
             elif i == 0:
                 update["from_"] = source
@@ -142,7 +142,7 @@ class CreateJob:
         if mf.adapters:
             adapters = {}
             for i, text in enumerate(mf.adapters):
-                if (digest := _blob_reference(text)) is None:
+                if (digest := blob_reference(text)) is None:
                     raise BadRequest(NO_SERVER_PATHS)
                 adapters[f"adapter{i}.gguf"] = digest
             update["adapters"] = adapters
@@ -158,7 +158,7 @@ class CreateJob:
                 text = parse_modelfile(req.modelfile).from_
             except ModelfileError:
                 return None  # the job reports it
-            if _blob_reference(text) is not None or _looks_like_path(text):
+            if blob_reference(text) is not None or looks_like_path(text):
                 return None
         if req.files or not text:
             return None
@@ -204,7 +204,7 @@ class CreateJob:
         rest: dict[str, str] = {}
         layers: list[Layer] = []
         for filename, path in self._checked_files(files).items():
-            meta = read_metadata(path)[0] if _is_gguf(path) else {}
+            meta = read_metadata(path)[0] if is_gguf(path) else {}
             if not is_projector(meta):
                 rest[filename] = files[filename]
                 continue
@@ -227,7 +227,7 @@ class CreateJob:
 
     def _model_from_files(self, files: dict[str, str]) -> Layer:
         paths = self._checked_files(files)
-        ggufs = [(f, p) for f, p in paths.items() if _is_gguf(p)]
+        ggufs = [(f, p) for f, p in paths.items() if is_gguf(p)]
         if len(paths) == 1 and not ggufs:
             raise BadRequest("supplied file was not in GGUF format")
         if ggufs:
@@ -310,9 +310,9 @@ class CreateJob:
 
     def _draft_reference(self, source: str) -> str:
         """A Modelfile's DRAFT: a blob, or a model of the store whose weights draft."""
-        if (digest := _blob_reference(source)) is not None:
+        if (digest := blob_reference(source)) is not None:
             return digest
-        if _looks_like_path(source):
+        if looks_like_path(source):
             raise BadRequest(NO_SERVER_PATHS)
         return self._resolve_base(source).model_digest
 
@@ -335,7 +335,7 @@ class CreateJob:
             raise BadRequest("only one adapter is currently supported")
         layers = []
         for filename, path in self._checked_files(adapters).items():
-            if not _is_gguf(path):
+            if not is_gguf(path):
                 raise BadRequest("only GGUF adapters are supported")
             digest = adapters[filename]
             layers.append(Layer(ADAPTER_MEDIA_TYPE, f"sha256:{parse_digest(digest)}",
@@ -376,29 +376,3 @@ class CreateJob:
         layers += [self._text(LICENSE_MEDIA_TYPE, text.encode()) for text in licenses] \
             if licenses else inherit(LICENSE_MEDIA_TYPE)
         return layers
-
-
-_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
-NO_SERVER_PATHS = ("the modelfile form names blobs (sha256:<hex>, uploaded with POST /api/blobs) "
-                   "or models, never files on the server: send 'files', 'adapters' and "
-                   "'draft_files' instead")
-
-
-def _blob_reference(text: str) -> str | None:
-    """`sha256:<hex>`, `sha256-<hex>` or `@sha256:<hex>`: a blob of the store."""
-    try:
-        return f"sha256:{parse_digest(text.strip().removeprefix('@'))}"
-    except BadRequest:
-        return None
-
-
-def _looks_like_path(text: str) -> bool:
-    text = text.strip()
-    return (text.startswith(("/", ".", "~")) or "\\" in text or _DRIVE.match(text) is not None
-            or text.lower().endswith((".gguf", ".bin", ".safetensors")))
-
-
-def _is_gguf(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == GGUF_MAGIC
-

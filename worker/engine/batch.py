@@ -18,7 +18,7 @@ from herd.worker.engine.prompt import PromptBuilder, RequestError
 from herd.worker.engine import speculative
 from herd.worker.engine.draft_model import DraftModel
 from herd.worker.engine.sampler import InvalidFormat, SamplerChain, after_thinking_chains
-from herd.worker.engine.sequence import Sequence, Slot, _common_prefix
+from herd.worker.engine.sequence import Sequence, Slot, pick_slot
 from herd.worker.engine.textstream import TextStream
 from herd.worker.engine.thinking import OPEN as THINK_OPEN, ThinkingSplitter, may_open
 from herd.worker.engine.vision.projector import Projector
@@ -171,7 +171,7 @@ class BatchEngine(ImageRequests):
             if not free:
                 return
             seq = self._waiting.popleft()
-            shared, slot = self._pick_slot(free, seq.prompt)
+            shared, slot = pick_slot(self._slots, free, seq.prompt)
             # At least the last prompt token is decoded again: its logits start the answer.
             reuse = min(shared, len(seq.prompt) - 1)
             if seq.spans:
@@ -188,21 +188,6 @@ class BatchEngine(ImageRequests):
             if self.device_sampling and seq.chain.device_capable and not seq.req.logprobs:
                 seq.on_device = bool(L.llama_set_sampler(self.ctx.ptr, slot.seq_id, seq.chain.ptr))
             self._running.append(seq)
-
-    def _pick_slot(self, free: list[Slot], prompt: list[int]) -> tuple[int, Slot]:
-        """The free slot whose cached tokens share the longest prefix with the prompt; of those
-        that tie (a new prompt often shares only its template's first tokens with any), the one
-        that keeps the busy seq ids in the fewest runs of consecutive ids, since llama.cpp
-        decodes each run as a ubatch of its own."""
-        busy = {s.seq_id for s in self._slots if s.busy}
-
-        def runs_with(seq_id: int) -> int:
-            ids = busy | {seq_id}
-            return sum(1 for i in ids if i - 1 not in ids)
-
-        shared, _, _, slot = min(
-            (-_common_prefix(s.tokens, prompt), runs_with(s.seq_id), s.seq_id, s) for s in free)
-        return -shared, slot
 
     def _batch_order(self) -> list[Sequence]:
         # Ascending seq ids, as llama-server builds its batch. With one KV stream per sequence

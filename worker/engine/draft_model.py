@@ -16,7 +16,7 @@ import llama_cpp as L
 import numpy as np
 
 from herd.worker.engine.llama import LlamaContext, LlamaModel
-from herd.worker.engine.sequence import _common_prefix
+from herd.worker.engine.sequence import common_prefix
 
 log = logging.getLogger("herd.runner")
 
@@ -82,7 +82,7 @@ class DraftModel:
         """Drops the cells that left the sequence (rejected drafts, another request's answer)
         and returns the tokens to feed; the last one is always fed, its logits start the draft."""
         cells = self.cells[seq_id]
-        keep = min(_common_prefix(cells, tokens), len(tokens) - 1)
+        keep = min(common_prefix(cells, tokens), len(tokens) - 1)
         if keep < len(cells):
             del cells[self.ctx.forget(seq_id, keep):]
         return tokens[len(cells):]

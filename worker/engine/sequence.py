@@ -60,9 +60,25 @@ class Sequence:
         return self.slot is not None and len(self.slot.tokens) < len(self.prompt) - 1
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def pick_slot(slots: list[Slot], free: list[Slot], prompt: list) -> tuple[int, Slot]:
+    """The free slot whose cached tokens share the longest prefix with the prompt, and that
+    prefix's length; of those that tie (a new prompt often shares only its template's first
+    tokens with any), the one that keeps the busy seq ids in the fewest runs of consecutive
+    ids, since llama.cpp decodes each run as a ubatch of its own."""
+    busy = {s.seq_id for s in slots if s.busy}
+
+    def runs_with(seq_id: int) -> int:
+        ids = busy | {seq_id}
+        return sum(1 for i in ids if i - 1 not in ids)
+
+    shared, _, _, slot = min(
+        (-common_prefix(s.tokens, prompt), runs_with(s.seq_id), s.seq_id, s) for s in free)
+    return -shared, slot

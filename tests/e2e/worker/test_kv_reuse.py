@@ -13,6 +13,7 @@ import pytest
 import herd.worker.engine.batch as engine_module
 from herd.protocol.wire import RequestOutput, RunnerSpec, SamplingParams, Submit
 from herd.worker.engine.batch import BatchEngine, Slot
+from herd.worker.engine.sequence import pick_slot
 from herd.worker.runner import load_engine
 
 PROMPTS = [f"Request {i} asks for a story about {topic}." for i, topic in enumerate(
@@ -128,11 +129,11 @@ def test_a_new_prompt_takes_the_free_slot_next_to_the_busy_ones() -> None:
     # Every free slot shares the same 2 tokens: the one next to the busy run wins, not slot 0.
     engine = _engine_with_slots([[1, 2, 9], [1, 2, 8], [1, 2, 7], [7], [7], [1, 2, 6]], {3, 4})
     free = [s for s in engine._slots if not s.busy]
-    assert engine._pick_slot(free, prompt) == (2, engine._slots[2])
+    assert pick_slot(engine._slots, free, prompt) == (2, engine._slots[2])
     # A slot holding more of the prompt is reused, gap or not.
     engine = _engine_with_slots([[1, 2], [7], [1, 2, 3], [7], [1, 2]], {1, 3})
     free = [s for s in engine._slots if not s.busy]
-    assert engine._pick_slot(free, prompt) == (3, engine._slots[2])
+    assert pick_slot(engine._slots, free, prompt) == (3, engine._slots[2])
     engine = _engine_with_slots([[1, 2, 3], [7], [7], [1, 2], [7]], {1, 2})
     free = [s for s in engine._slots if not s.busy]
-    assert engine._pick_slot(free, prompt) == (3, engine._slots[0])
+    assert pick_slot(engine._slots, free, prompt) == (3, engine._slots[0])

@@ -9,9 +9,8 @@ from herd.protocol.modelfile import (
     ModelfileError,
     options_from_mapping,
     parse_modelfile,
-    render_modelfile,
-    render_parameters,
 )
+from herd.protocol.modelfile_render import render_modelfile, render_parameters
 from herd.protocol.api import Message, Options
 
 GEMMA_TEMPLATE = '''{{- range $i, $_ := .Messages }}
