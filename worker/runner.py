@@ -25,7 +25,7 @@ from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReas
                                 RequestOutput, Rerank, RunnerFailed, RunnerReady, RunnerSpec,
                                 Submit, Tokenize, Tokens, WireCodec)
 from herd.worker.templates.jinja import ChatTemplate, TemplateError
-from herd.worker.engine.embedder import Embedder
+from herd.worker.engine.embedder import Embedder, coalesce
 from herd.worker.engine.reranker import rerank
 from herd.worker.engine.batch import BatchEngine, RequestError
 from herd.worker.engine.llama import LlamaContext, LlamaModel, LoraAdapter
@@ -160,6 +160,9 @@ class Runner:
         self.parent = os.getppid()
         self.model: LlamaModel | None = None
         self.embedder: Embedder | None = None
+        # Embed requests read in one drain of the socket, answered after it (_embed_waiting):
+        # concurrent small requests then share decodes instead of queueing one by one.
+        self.embeds: list[tuple[bytes, Embed]] = []
         self.adapters: list[LoraAdapter] = []
 
     def _emit(self, client: bytes, outputs: list[RequestOutput]) -> None:
@@ -193,6 +196,8 @@ class Runner:
             while poller.poll(timeout):
                 self._handle(engine, self.sock.recv_multipart(zmq.NOBLOCK))
                 timeout = 0
+            if self.embeds:
+                self._embed_waiting()
             if self.stopping and (engine is None or not engine.has_work):
                 # SIGTERM, and every sequence has finished. Closing with linger: the last
                 # step's text must still reach the gateways.
@@ -208,24 +213,46 @@ class Runner:
                 continue
             engine.step()
 
-    def _pooling(self, client: bytes, message: Embed | Rerank) -> None:
+    def _embedder(self) -> Embedder:
+        if self.embedder is None:
+            self.embedder = Embedder(self.model, max_tokens=context_length(self.spec, self.model),
+                                     n_threads=thread_count(self.spec), adapters=self.adapters)
+        return self.embedder
+
+    def _embed_waiting(self) -> None:
+        waiting, self.embeds = self.embeds, []
+        for run in coalesce([len(m.inputs) for _, m in waiting]):
+            group = [waiting[i] for i in run]
+            try:
+                results = self._embedder().embed_many([(m.inputs, m.truncate) for _, m in group])
+            except Exception as e:  # context creation or a decode: the whole group fails
+                if not isinstance(e, RequestError):
+                    log.exception("embed %s failed", [m.req_id for _, m in group])
+                results = [e] * len(group)
+            for (client, message), result in zip(group, results):
+                self._reply_pooled(client, message, result)
+
+    def _pooling(self, client: bytes, message: Rerank) -> None:
         try:
-            if self.embedder is None:
-                self.embedder = Embedder(self.model, max_tokens=context_length(self.spec, self.model),
-                                         n_threads=thread_count(self.spec), adapters=self.adapters)
-            if isinstance(message, Rerank):
-                vectors, tokens = rerank(self.embedder, message.query, message.documents,
-                                         truncate=message.truncate)
-            else:
-                vectors, tokens = self.embedder.embed(message.inputs, truncate=message.truncate)
+            result: tuple | Exception = rerank(self._embedder(), message.query, message.documents,
+                                               truncate=message.truncate)
+        except Exception as e:
+            if not isinstance(e, RequestError):
+                log.exception("rerank %d failed", message.req_id)
+            result = e
+        self._reply_pooled(client, message, result)
+
+    def _reply_pooled(self, client: bytes, message: Embed | Rerank,
+                      result: tuple | Exception) -> None:
+        if isinstance(result, RequestError):
+            reply = Embeddings(message.req_id, error=str(result), error_status=result.status)
+        elif isinstance(result, Exception):  # a bug of ours fails this request, not the runner
+            reply = Embeddings(message.req_id, error=f"internal error: {type(result).__name__}: "
+                               f"{result}", error_status=500)
+        else:
+            vectors, tokens = result
             reply = Embeddings(message.req_id, dim=vectors.shape[1], vectors=vectors.tobytes(),
                                prompt_tokens=tokens)
-        except RequestError as e:
-            reply = Embeddings(message.req_id, error=str(e), error_status=e.status)
-        except Exception as e:  # a bug of ours fails this request, not every one on the runner
-            log.exception("embed %d failed", message.req_id)
-            reply = Embeddings(message.req_id, error=f"internal error: {type(e).__name__}: {e}",
-                               error_status=500)
         self.sock.send_multipart([client, *self.codec.encode(reply)])
 
     def _tokenize(self, client: bytes, message: Tokenize) -> None:
@@ -260,7 +287,9 @@ class Runner:
             return
         if isinstance(message, Ping):
             self.sock.send_multipart([client, *self.codec.encode(Pong(message.nonce))])
-        elif isinstance(message, (Embed, Rerank)):
+        elif isinstance(message, Embed):
+            self.embeds.append((client, message))
+        elif isinstance(message, Rerank):
             self._pooling(client, message)
         elif isinstance(message, Tokenize):
             self._tokenize(client, message)

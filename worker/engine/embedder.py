@@ -1,5 +1,6 @@
 """Embeddings: a second llama.cpp context on the same weights with pooling on, and every input
-of a request packed into as few llama_decode calls as fit (not one call per input)."""
+of a request packed into as few llama_decode calls as fit (not one call per input). Small
+requests that wait together share decodes too (embed_many)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,23 @@ from herd.worker.engine.batch import RequestError
 from herd.worker.engine.llama import LlamaModel, LoraAdapter, apply_adapters
 
 _MAX_SEQS_PER_BATCH = 32
+
+
+def coalesce(sizes: list[int], limit: int = _MAX_SEQS_PER_BATCH) -> list[range]:
+    """Runs of consecutive requests (given their input counts) to embed together: a request
+    joins the run while the run's inputs still fit one decode's sequences. Eight one-text
+    requests then cost one decode instead of eight; a big request, which fills decodes on its
+    own, gains nothing from company and would only make the small ones wait for it."""
+    runs: list[range] = []
+    start, used = 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and used + n > limit:
+            runs.append(range(start, i))
+            start, used = i, 0
+        used += n
+    if sizes:
+        runs.append(range(start, len(sizes)))
+    return runs
 
 
 class Embedder:
@@ -50,20 +68,50 @@ class Embedder:
 
     def embed(self, texts: list[str], *, truncate: bool) -> tuple[np.ndarray, int]:
         """Pooled, unnormalised vectors (len(texts) × dim) and the number of tokens evaluated."""
+        return self.pooled(self._tokens(texts), truncate=truncate)
+
+    def embed_many(self, requests: list[tuple[list[str], bool]]
+                   ) -> list[tuple[np.ndarray, int] | RequestError]:
+        """embed() of each (texts, truncate), all of their inputs packed into the same decodes;
+        a request that is refused (too long without truncate) fails alone."""
+        fitted: list[list[list[int]] | RequestError] = []
+        for texts, truncate in requests:
+            try:
+                fitted.append(self._fitted(self._tokens(texts), truncate=truncate))
+            except RequestError as e:
+                fitted.append(e)
+        vectors = self._pool([s for f in fitted if not isinstance(f, RequestError) for s in f])
+        results: list[tuple[np.ndarray, int] | RequestError] = []
+        start = 0
+        for f in fitted:
+            if isinstance(f, RequestError):
+                results.append(f)
+                continue
+            results.append((vectors[start:start + len(f)], sum(len(s) for s in f)))
+            start += len(f)
+        return results
+
+    def _tokens(self, texts: list[str]) -> list[list[int]]:
         if self.ranks:
             raise RequestError("this model is a reranker: it scores pairs (/api/rerank), "
                                "it does not embed")
-        seqs = [self.model.tokenize(text, add_special=True, parse_special=False) or [self.model.bos]
+        return [self.model.tokenize(text, add_special=True, parse_special=False) or [self.model.bos]
                 for text in texts]
-        return self.pooled(seqs, truncate=truncate)
 
     def pooled(self, seqs: list[list[int]], *, truncate: bool) -> tuple[np.ndarray, int]:
         """What the model's pooling makes of each token sequence (len(seqs) × dim)."""
+        seqs = self._fitted(seqs, truncate=truncate)
+        return self._pool(seqs), sum(len(s) for s in seqs)
+
+    def _fitted(self, seqs: list[list[int]], *, truncate: bool) -> list[list[int]]:
         for i, tokens in enumerate(seqs):
             if len(tokens) > self.max_tokens:
                 if not truncate:
                     raise RequestError("the input length exceeds the context length")
                 seqs[i] = tokens[:self.max_tokens]
+        return seqs
+
+    def _pool(self, seqs: list[list[int]]) -> np.ndarray:
         out = np.empty((len(seqs), self.dim), dtype=np.float32)
         start = 0
         while start < len(seqs):
@@ -74,7 +122,7 @@ class Embedder:
                 end += 1
             self._decode(seqs[start:end], out[start:end])
             start = end
-        return out, sum(len(s) for s in seqs)
+        return out
 
     def _decode(self, seqs: list[list[int]], out: np.ndarray) -> None:
         L.llama_memory_clear(self.memory, True)

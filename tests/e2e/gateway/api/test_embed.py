@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -71,6 +72,22 @@ def test_too_long_input_without_truncate_is_400_and_truncated_by_default(server)
     r = embed(server, input=long, options={"num_ctx": 128})
     assert r.status_code == 200
     assert r.json()["prompt_eval_count"] == 128
+
+
+def test_concurrent_requests_are_each_answered_as_if_alone(server) -> None:
+    """The runner embeds requests that wait together in shared decodes; one refused among them
+    fails alone."""
+    opts = {"num_ctx": 128}
+    texts = [f"note {i}: the cat sat on mat number {i}" for i in range(8)]
+    alone = [embed(server, input=t, options=opts).json()["embeddings"][0] for t in texts]
+    with ThreadPoolExecutor(len(texts) + 1) as pool:
+        bad = pool.submit(embed, server, input="hello world " * 400, truncate=False, options=opts)
+        together = [pool.submit(embed, server, input=t, options=opts) for t in texts]
+        assert bad.result().status_code == 400
+        for want, got in zip(alone, together):
+            assert got.result().status_code == 200
+            (vector,) = got.result().json()["embeddings"]
+            assert cosine(want, vector) > 0.999
 
 
 def test_embed_errors(server) -> None:
