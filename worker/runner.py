@@ -110,7 +110,7 @@ def load_engine(spec: RunnerSpec, emit, model: LlamaModel | str,
                          n_gpu_layers=spec.num_gpu_layers, kv_cache_type=spec.kv_cache_type,
                          flash_attention=spec.flash_attention) if draft_path else None
     engine = BatchEngine(model, ctx, template, emit, device_sampling=device_sampling(spec),
-                         projector=projector, drafter=drafter)
+                         projector=projector, drafter=drafter, num_gpu_layers=spec.num_gpu_layers)
     if refusal:
         engine.vision_refusal = refusal
     return model, engine

@@ -15,10 +15,10 @@ from herd.worker.templates.jinja import ChatTemplate, TemplateError
 from herd.worker.engine.llama import LlamaContext, LlamaModel
 from herd.worker.engine.logprobs import token_logprob
 from herd.worker.engine.prompt import PromptBuilder, RequestError
-from herd.worker.engine import speculative
+from herd.worker.engine import shaping, speculative
 from herd.worker.engine.draft_model import DraftModel
 from herd.worker.engine.sampler import InvalidFormat, SamplerChain, after_thinking_chains
-from herd.worker.engine.sequence import Sequence, Slot, pick_slot
+from herd.worker.engine.sequence import Sequence, Slot, pick_slot, shift_context
 from herd.worker.engine.textstream import TextStream
 from herd.worker.engine.thinking import OPEN as THINK_OPEN, ThinkingSplitter, may_open
 from herd.worker.engine.vision.projector import Projector
@@ -39,7 +39,8 @@ UNLIMITED_CAP_CONTEXTS = 8
 class BatchEngine(ImageRequests):
     def __init__(self, model: LlamaModel, ctx: LlamaContext, template: ChatTemplate,
                  emit: Emit, *, device_sampling: bool = False,
-                 projector: Projector | None = None, drafter: DraftModel | None = None) -> None:
+                 projector: Projector | None = None, drafter: DraftModel | None = None,
+                 num_gpu_layers: int = -1) -> None:
         self.model = model
         self.drafter = drafter  # the model's draft model: speculation drafts with it
         # Sampling in the decode graph: on a GPU it spares copying 262k logits per sequence to
@@ -54,6 +55,7 @@ class BatchEngine(ImageRequests):
         self._by_key: dict[tuple[bytes, int], Sequence] = {}
         self._outbox: dict[bytes, list[RequestOutput]] = {}
         self._batch = L.llama_batch_init(ctx.n_batch, 0, 1)
+        self._shaper = shaping.Shaper(model, self._slots, ctx.n_ctx_seq, num_gpu_layers)
         self._init_vision(projector)
 
     def close(self) -> None:
@@ -197,12 +199,23 @@ class BatchEngine(ImageRequests):
         return sorted(self._running, key=lambda seq: seq.slot.seq_id)  # type: ignore[union-attr]
 
     def _decode_and_sample(self) -> None:
-        batch = self._batch
-        n = 0
-        in_batch: list[Sequence] = []
         running = self._batch_order()
-        # Decode tokens first so running streams never starve behind a long prefill: they get
-        # their seats before the prefills share what is left of the batch ...
+        in_batch, n = self._lay_out(running, self._chunks(running))
+        batch = self._batch
+        n = speculative.add_drafts(self, in_batch, n)  # prompt-lookup or draft-model drafts
+        batch.n_tokens = n = self._shaper.pad(self._put, batch, n, self.ctx.n_batch)
+        if n == 0:
+            return
+        rc = L.llama_decode(self.ctx.ptr, batch)
+        self._shaper.take_out(self.ctx.forget)
+        if rc != 0:
+            self._fail_batch(rc)
+            return
+        speculative.sample_all(self, in_batch, time.perf_counter_ns())
+
+    def _chunks(self, running: list[Sequence]) -> dict[int, list[int]]:
+        """Prefill chunks by id(seq). Decode tokens come first so running streams never starve
+        behind a long prefill: they get their seats before the prefills share what is left."""
         budget = self.ctx.n_batch - sum(1 for seq in running if not seq.prefilling)
         chunks: dict[int, list[int]] = {}
         for seq in running:
@@ -215,34 +228,45 @@ class BatchEngine(ImageRequests):
                     end = text_end(seq, start, end)  # an image is decoded on its own
                 chunks[id(seq)] = chunk = seq.prompt[start:end]
                 budget -= len(chunk)
-        # ... and the batch lists every sequence's tokens in seq id order, prefills included,
-        # so that the first ubatch takes one token of each of them.
-        for seq in running:
-            slot = seq.slot
-            assert slot is not None
-            if not seq.prefilling:
-                self._put(n, seq.next_token, len(slot.tokens), slot.seq_id, True)
-                slot.tokens.append(seq.next_token)
-                seq.batch_index = n
-                in_batch.append(seq)
-                n += 1
+        return chunks
+
+    def _lay_out(self, running: list[Sequence], chunks: dict[int, list[int]]
+                 ) -> tuple[list[Sequence], int]:
+        """Every sequence's tokens in seq id order, prefills included, so that the first ubatch
+        takes one token of each; an idle slot between them gets a placeholder token, so that
+        it is one ubatch (shaping.py). Returns the decoding sequences and the batch length."""
+        shaper = self._shaper
+        order: list[Sequence | Slot] = [seq for seq in running
+                                        if not seq.prefilling or chunks.get(id(seq))]
+        fillers = shaper.fillers([seq.slot.seq_id for seq in order])  # type: ignore[union-attr]
+        if fillers:
+            order = sorted([*order, *fillers], key=lambda e: e.seq_id if isinstance(e, Slot)
+                           else e.slot.seq_id)  # type: ignore[union-attr]
+        in_batch: list[Sequence] = []
+        n = 0
+        for entry in order:
+            if isinstance(entry, Slot):
+                self._put(n, shaping.placeholder_token(entry, self.model), len(entry.tokens),
+                          entry.seq_id, False)
+                shaper.placed.append((entry, n))
+            elif not entry.prefilling:
+                slot = entry.slot
+                assert slot is not None
+                self._put(n, entry.next_token, len(slot.tokens), slot.seq_id, True)
+                slot.tokens.append(entry.next_token)
+                entry.batch_index = n
+                in_batch.append(entry)
+            else:
+                slot, chunk = entry.slot, chunks[id(entry)]
+                assert slot is not None
+                for i, tok in enumerate(chunk):
+                    self._put(n + i, tok, len(slot.tokens) + i, slot.seq_id, False)
+                shaper.quiet.extend(range(n, n + len(chunk)))
+                slot.tokens.extend(chunk)
+                n += len(chunk)
                 continue
-            chunk = chunks.get(id(seq))
-            if not chunk:
-                continue
-            start = len(slot.tokens)
-            for i, tok in enumerate(chunk):
-                self._put(n, tok, start + i, slot.seq_id, False)
-                n += 1
-            slot.tokens.extend(chunk)
-        batch.n_tokens = n = speculative.add_drafts(self, in_batch, n)  # prompt-lookup drafts
-        if n == 0:
-            return
-        rc = L.llama_decode(self.ctx.ptr, batch)
-        if rc != 0:
-            self._fail_batch(rc)
-            return
-        speculative.sample_all(self, in_batch, time.perf_counter_ns())
+            n += 1
+        return in_batch, n
 
     def _put(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         b = self._batch
@@ -296,7 +320,7 @@ class BatchEngine(ImageRequests):
             # num_predict -2 means "fill the context": no shift then.
             # Shifting would move an image's cells away from the positions it was encoded
             # for: sequences holding images stop instead (as llama-server does).
-            if limit == -2 or seq.spans or not (seq.req.shift and self._shift_context(seq)):
+            if limit == -2 or seq.spans or not (seq.req.shift and shift_context(self.ctx, self.model, seq)):
                 self._finish(seq, FinishReason.LENGTH)
 
     def _may_think(self, seq: Sequence, token: int) -> bool:
@@ -352,21 +376,6 @@ class BatchEngine(ImageRequests):
             more_thinking, more_content = seq.thinker.finish()
             thinking, content = thinking + more_thinking, content + more_content
         return ("" if seq.req.think == "false" else thinking), content
-
-    def _shift_context(self, seq: Sequence) -> bool:
-        """Ollama's context shift: keep the first num_keep tokens (BOS at least), drop half of
-        the rest and go on generating."""
-        slot = seq.slot
-        assert slot is not None
-        n = len(slot.tokens)
-        keep = min(max(seq.req.sampling.num_keep, 1 if slot.tokens[0] == self.model.bos else 0),
-                   n // 2)
-        discard = (n - keep) // 2
-        if discard <= 0 or not self.ctx.shift(slot.seq_id, keep, discard):
-            return False
-        del slot.tokens[keep:keep + discard]
-        seq.shifted_after = keep if seq.shifted_after < 0 else min(seq.shifted_after, keep)
-        return True
 
     def _detach(self, seq: Sequence) -> None:
         # The context keeps a pointer to an attached chain: detach it before the chain is freed.

@@ -13,6 +13,7 @@ from herd.worker.engine.thinking import ThinkingSplitter
 from herd.worker.engine.vision.prompt import ImageSpan, VisionPrompt
 
 if TYPE_CHECKING:
+    from herd.worker.engine.llama import LlamaContext, LlamaModel
     from herd.worker.engine.speculative import Speculation
 
 
@@ -82,3 +83,18 @@ def pick_slot(slots: list[Slot], free: list[Slot], prompt: list) -> tuple[int, S
     shared, _, _, slot = min(
         (-common_prefix(s.tokens, prompt), runs_with(s.seq_id), s.seq_id, s) for s in free)
     return -shared, slot
+
+
+def shift_context(ctx: LlamaContext, model: LlamaModel, seq: Sequence) -> bool:
+    """Ollama's context shift: keep the first num_keep tokens (BOS at least), drop half of
+    the rest and go on generating."""
+    slot = seq.slot
+    assert slot is not None
+    n = len(slot.tokens)
+    keep = min(max(seq.req.sampling.num_keep, 1 if slot.tokens[0] == model.bos else 0), n // 2)
+    discard = (n - keep) // 2
+    if discard <= 0 or not ctx.shift(slot.seq_id, keep, discard):
+        return False
+    del slot.tokens[keep:keep + discard]
+    seq.shifted_after = keep if seq.shifted_after < 0 else min(seq.shifted_after, keep)
+    return True
