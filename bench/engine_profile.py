@@ -52,15 +52,19 @@ def instrument(timers: Timers) -> None:
     engine_module.BatchEngine._sample = timed_sample  # type: ignore[method-assign]
 
 
-def profile(model_path: str, streams: int, tokens: int, timers: Timers) -> str:
+def profile(model_path: str, streams: int, tokens: int, timers: Timers, slots: int = 0,
+            shaping: bool = True) -> str:
     outputs: dict[int, list[RequestOutput]] = {}
 
     def emit(_: bytes, outs: list[RequestOutput]) -> None:
         for o in outs:
             outputs.setdefault(o.req_id, []).append(o)
 
-    spec = RunnerSpec(key="profile", model_digest="", num_ctx=2048, num_parallel=streams)
+    spec = RunnerSpec(key="profile", model_digest="", num_ctx=2048,
+                      num_parallel=max(slots, streams))
     _, engine = load_engine(spec, emit, model_path)
+    # Placeholders in idle slots (worker/engine/shaping.py) on or off, to measure them.
+    engine._shaper.fills_gaps = engine._shaper.pads = shaping and engine._shaper.fills_gaps
     timers.decode = timers.sample = 0.0
     for i in range(streams):
         engine.submit(b"bench", Submit(i, SamplingParams(temperature=0.8, top_k=40, top_p=0.9, seed=i,
@@ -73,7 +77,8 @@ def profile(model_path: str, streams: int, tokens: int, timers: Timers) -> str:
     wall = time.perf_counter() - t0
     generated = sum(o[-1].eval_tokens for o in outputs.values())
     python = wall - timers.decode - timers.sample
-    return (f"{streams:>7} | {generated / wall:7.1f} | {1000 * wall / steps:7.2f} | "
+    engine.close()
+    return (f"{streams:>7} | {'on ' if shaping else 'off'} | {generated / wall:7.1f} | {1000 * wall / steps:7.2f} | "
             f"{timers.decode / wall:6.1%} | {timers.sample / wall:6.1%} | {python / wall:6.1%} | "
             f"{1000 * python / steps:6.3f}")
 
@@ -83,6 +88,8 @@ def main() -> None:
     ap.add_argument("--streams", default="1,8")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--model-path", default="")
+    ap.add_argument("--slots", type=int, default=0, help="engine slots (0: as many as streams)")
+    ap.add_argument("--shaping", default="on", help="on, off or on,off (alternating)")
     args = ap.parse_args()
     path = args.model_path
     if not path:
@@ -93,9 +100,10 @@ def main() -> None:
     instrument(timers)
     # "sample" is the engine's per-sequence step after a decode: the C sampler chain plus the
     # Python detokenisation and stop handling; "python" is everything else in the step.
-    print("streams |   tok/s | step ms | decode | sample | python | python ms/step")
+    print("streams | shp |   tok/s | step ms | decode | sample | python | python ms/step")
     for n in (int(x) for x in args.streams.split(",")):
-        print(profile(path, n, args.tokens, timers), flush=True)
+        for mode in args.shaping.split(","):
+            print(profile(path, n, args.tokens, timers, args.slots, mode == "on"), flush=True)
 
 
 if __name__ == "__main__":
