@@ -75,6 +75,17 @@ def llama_server_version(binary: Path) -> str:
     return next((ln for ln in lines if ln.startswith("version")), lines[-1] if lines else "?")
 
 
+def _chat_template_args(model_path: str) -> list[str]:
+    """The gemma3 GGUF has no chat template (Herd falls back to Gemma's); llama-server would
+    fall back to ChatML, so it gets the same Gemma turn format. A GGUF with a template of
+    its own (SmolLM2) is rendered from it by both."""
+    from herd.gateway.store.gguf_meta import read_summary
+
+    if read_summary(model_path).chat_template:
+        return ["--jinja"]
+    return ["--no-jinja", "--chat-template", "gemma"]
+
+
 @contextlib.contextmanager
 def llama_server(model_path: str, parallel: int, ctx_per_slot: int, threads: int,
                  log: Path) -> Iterator[Server]:
@@ -83,9 +94,7 @@ def llama_server(model_path: str, parallel: int, ctx_per_slot: int, threads: int
     cmd = [str(llama_server_binary()), "-m", model_path, "--host", "127.0.0.1",
            "--port", str(port), "-np", str(parallel), "-c", str(ctx_per_slot * parallel),
            "--threads", str(threads), "--threads-batch", str(threads),
-           # The GGUF has no chat template (Herd falls back to Gemma's); llama-server would
-           # fall back to ChatML, so give it the same Gemma turn format.
-           "--no-jinja", "--chat-template", "gemma", "-ngl", str(GPU_LAYERS)]
+           "-ngl", str(GPU_LAYERS), *_chat_template_args(model_path)]
     proc = _spawn(cmd, log)
     try:
         yield Server("llama-server", f"http://127.0.0.1:{port}", proc, log)
