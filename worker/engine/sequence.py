@@ -69,20 +69,30 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
+# A shared prefix shorter than this, and than half the prompt, saves less prefill than a gap in
+# the busy seq ids costs (every later step, a second ubatch): slot choice counts it as none.
+MIN_REUSE = 32
+
+
 def pick_slot(slots: list[Slot], free: list[Slot], prompt: list) -> tuple[int, Slot]:
     """The free slot whose cached tokens share the longest prefix with the prompt, and that
-    prefix's length; of those that tie (a new prompt often shares only its template's first
-    tokens with any), the one that keeps the busy seq ids in the fewest runs of consecutive
-    ids, since llama.cpp decodes each run as a ubatch of its own."""
+    prefix's length; of those that tie (a short share counts as none: a new prompt often
+    shares only its template's first tokens with any), the one that keeps the
+    busy seq ids in the fewest runs of consecutive ids, since llama.cpp decodes each run as a
+    ubatch of its own."""
     busy = {s.seq_id for s in slots if s.busy}
 
     def runs_with(seq_id: int) -> int:
         ids = busy | {seq_id}
         return sum(1 for i in ids if i - 1 not in ids)
 
-    shared, _, _, slot = min(
-        (-common_prefix(s.tokens, prompt), runs_with(s.seq_id), s.seq_id, s) for s in free)
-    return -shared, slot
+    def worth(shared: int) -> int:
+        return shared if shared >= MIN_REUSE or 2 * shared >= len(prompt) else 0
+
+    _, _, _, shared, slot = min(
+        (-worth(n), runs_with(s.seq_id), s.seq_id, n, s)
+        for s in free for n in (common_prefix(s.tokens, prompt),))
+    return shared, slot
 
 
 def shift_context(ctx: LlamaContext, model: LlamaModel, seq: Sequence) -> bool:

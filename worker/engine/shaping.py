@@ -24,19 +24,34 @@ from herd.worker.engine.llama import LlamaModel
 from herd.worker.engine.sequence import Slot
 
 
+MAX_CPU_GAP = 4
+
+
 def padded_outputs(n: int) -> int:
     """The logits row count at least n that the CPU's sgemm does fast: n itself up to 4, else
     the next multiple of 4 (measured over 1..33 rows, bench/RESULTS.md)."""
     return n if n <= 4 else -(-n // 4) * 4
 
 
-def gap_fillers(slots: list[Slot], ids: list[int], n_ctx_seq: int) -> list[Slot]:
-    """Idle slots between the lowest and highest seq id the batch has tokens for."""
+def gap_fillers(slots: list[Slot], ids: list[int], n_ctx_seq: int,
+                max_gap: int | None = None) -> list[Slot]:
+    """Idle slots between the lowest and highest seq id the batch has tokens for, a gap (a run
+    of idle slots) at a time and only gaps of at most `max_gap` slots: on a CPU a placeholder
+    costs a row of compute, and a wide gap's rows would cost more than the pass they save."""
     if not ids:
         return []
     inside = set(ids)
-    return [s for s in slots[min(ids):max(ids) + 1]
-            if s.seq_id not in inside and not s.busy and len(s.tokens) + 1 < n_ctx_seq]
+    chosen: list[Slot] = []
+    gap: list[Slot] = []
+    for s in slots[min(ids):max(ids) + 1]:
+        if s.seq_id in inside:
+            if gap and (max_gap is None or len(gap) <= max_gap) and all(
+                    not g.busy and len(g.tokens) + 1 < n_ctx_seq for g in gap):
+                chosen += gap
+            gap = []
+        else:
+            gap.append(s)
+    return chosen
 
 
 def slots_above(slots: list[Slot], top: int, count: int, n_ctx_seq: int) -> list[Slot]:
@@ -76,11 +91,14 @@ class Shaper:
         self.n_ctx_seq = n_ctx_seq
         self.fills_gaps = can_shape(model)
         self.pads = self.fills_gaps and pads_outputs(num_gpu_layers)
+        # A placeholder row is almost free on a GPU; on a CPU (SmolLM2: a row ~3 ms, the extra
+        # pass of a gap ~14 ms) wide gaps are left alone.
+        self.max_gap = MAX_CPU_GAP if self.pads else None
         self.placed: list[tuple[Slot, int]] = []  # (slot, batch index) of this step's
         self.quiet: list[int] = []  # batch indices of prefill tokens (no logits asked)
 
     def fillers(self, ids: list[int]) -> list[Slot]:
-        return gap_fillers(self.slots, ids, self.n_ctx_seq) if self.fills_gaps else []
+        return gap_fillers(self.slots, ids, self.n_ctx_seq, self.max_gap) if self.fills_gaps else []
 
     def pad(self, put, batch, n: int, n_batch: int) -> int:
         """Asks for logits from placeholders and prefill tokens, or adds placeholders above the

@@ -130,10 +130,20 @@ def test_a_new_prompt_takes_the_free_slot_next_to_the_busy_ones() -> None:
     engine = _engine_with_slots([[1, 2, 9], [1, 2, 8], [1, 2, 7], [7], [7], [1, 2, 6]], {3, 4})
     free = [s for s in engine._slots if not s.busy]
     assert pick_slot(engine._slots, free, prompt) == (2, engine._slots[2])
-    # A slot holding more of the prompt is reused, gap or not.
-    engine = _engine_with_slots([[1, 2], [7], [1, 2, 3], [7], [1, 2]], {1, 3})
+    # A slot holding much more of the prompt is reused, gap or not ...
+    long = list(range(1, 101))
+    engine = _engine_with_slots([long[:40], [7], long[:60], [7], long[:40]], {1, 3})
     free = [s for s in engine._slots if not s.busy]
-    assert pick_slot(engine._slots, free, prompt) == (3, engine._slots[2])
-    engine = _engine_with_slots([[1, 2, 3], [7], [7], [1, 2], [7]], {1, 2})
+    assert pick_slot(engine._slots, free, long) == (60, engine._slots[2])
+    engine = _engine_with_slots([long[:60], [7], [7], long[:40], [7]], {1, 2})
     free = [s for s in engine._slots if not s.busy]
-    assert pick_slot(engine._slots, free, prompt) == (3, engine._slots[0])
+    assert pick_slot(engine._slots, free, long) == (60, engine._slots[0])
+    # ... but a few tokens more (under MIN_REUSE and half the prompt) are not worth a gap:
+    # the slot next to the busy ones wins, and its own share is what is reused.
+    ten = list(range(1, 11))
+    engine = _engine_with_slots([[1, 2, 3, 4], [1, 2], [7], [7], [7]], {2, 3})
+    free = [s for s in engine._slots if not s.busy]
+    assert pick_slot(engine._slots, free, ten) == (2, engine._slots[1])
+    engine = _engine_with_slots([ten[:6], [1, 2], [7], [7], [7]], {2, 3})
+    free = [s for s in engine._slots if not s.busy]
+    assert pick_slot(engine._slots, free, ten) == (6, engine._slots[0])  # half of it: reused

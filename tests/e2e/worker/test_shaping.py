@@ -79,3 +79,14 @@ def test_placeholders_fill_gaps_and_change_no_answer(engine) -> None:
 def test_padded_outputs() -> None:
     assert [shaping.padded_outputs(n) for n in (0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17)] == \
         [0, 1, 2, 3, 4, 8, 8, 8, 12, 16, 16, 20]
+
+
+def test_only_narrow_gaps_are_filled_on_a_cpu() -> None:
+    from herd.worker.engine.sequence import Slot
+
+    slots = [Slot(i, [1, 2]) for i in range(12)]
+    busy = [0, 2, 8, 9]  # a gap of one (1), a gap of five (3..7)
+    assert [s.seq_id for s in shaping.gap_fillers(slots, busy, 512, max_gap=4)] == [1]
+    assert [s.seq_id for s in shaping.gap_fillers(slots, busy, 512)] == [1, 3, 4, 5, 6, 7]
+    slots[1].tokens = [1] * 511  # a full slot cannot take a placeholder: its gap stays
+    assert shaping.gap_fillers(slots, busy, 512, max_gap=4) == []
