@@ -41,7 +41,7 @@ import msgspec
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite import NOISY_CORES, machine, measured, versions  # noqa: E402
+from suite import NOISY_CORES, add_quiet_args, machine, measured, versions  # noqa: E402
 from suite_peers import Server, _spawn, llama_server_binary, wait_ready  # noqa: E402
 from throughput import OUT_DIR, free_port, stop_process  # noqa: E402
 
@@ -319,12 +319,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Herd's OLLAMA_NUM_PARALLEL (requests a runner takes at once)")
     p.add_argument("--ctx-per-slot", type=int, default=512,
                    help="llama-server context per slot (MiniLM's own is 512)")
-    p.add_argument("--quiet-wait", type=float, default=3.0,
-                   help="seconds to wait for a quiet machine before each measurement")
-    p.add_argument("--retries", type=int, default=2,
-                   help="repeat a measurement disturbed by other programs up to this many times")
-    p.add_argument("--retry-budget", type=float, default=120.0,
-                   help="at most this many seconds in all spent repeating measurements")
+    add_quiet_args(p, retries=2, retry_budget=120.0)
     a = p.parse_args(argv)
     a.retry_left = a.retry_budget
     return a

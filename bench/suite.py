@@ -613,17 +613,22 @@ def versions() -> dict:
     return v
 
 
+def add_quiet_args(p: argparse.ArgumentParser, *, retries: int, retry_budget: float) -> None:
+    """The options of measured(): waiting for a quiet machine, repeating disturbed figures."""
+    p.add_argument("--quiet-wait", type=float, default=3.0,
+                   help="seconds to wait for a quiet machine before each measurement")
+    p.add_argument("--retries", type=int, default=retries,
+                   help="repeat a measurement disturbed by other programs up to this many times")
+    p.add_argument("--retry-budget", type=float, default=retry_budget,
+                   help="at most this many seconds in all spent repeating measurements")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--streams", default="1,4,8,16", help="concurrent stream counts")
     p.add_argument("--tokens", type=int, default=128, help="tokens per generation request")
     p.add_argument("--skip", default="", help=f"comma-separated of {', '.join(PEERS)}, relay")
-    p.add_argument("--quiet-wait", type=float, default=3.0,
-                   help="seconds to wait for a quiet machine before each measurement")
-    p.add_argument("--retries", type=int, default=1,
-                   help="repeat a measurement disturbed by other programs up to this many times")
-    p.add_argument("--retry-budget", type=float, default=90.0,
-                   help="at most this many seconds in all spent repeating measurements")
+    add_quiet_args(p, retries=1, retry_budget=90.0)
     p.add_argument("--model-path", default="", help="GGUF (default: Herd's gemma3 270m file)")
     p.add_argument("--gpu-layers", type=int, default=0,
                    help="layers llama-server, llama-cpp-python and direct offload (GPU hosts: 999)")
