@@ -43,18 +43,9 @@ def create_app(settings: Settings, node_endpoints: Sequence[str], *,
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[DRAIN] = Drain()
     app.on_response_prepare.append(add_cors_headers(settings))
-    app.add_routes(models.routes)
-    app.add_routes(native.routes)
-    app.add_routes(embed.routes)
-    app.add_routes(manage.routes)
-    app.add_routes(openai.routes)
-    app.add_routes(anthropic.routes)
-    app.add_routes(responses.routes)
-    app.add_routes(registry.routes)
-    app.add_routes(metrics.routes)
-    app.add_routes(health.routes)
-    app.add_routes(tokens.routes)
-    app.add_routes(rerank.routes)
+    for api in (models, native, embed, manage, openai, anthropic, responses, registry, metrics,
+                health, tokens, rerank):
+        app.add_routes(api.routes)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         zctx = zmq.asyncio.Context()

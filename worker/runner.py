@@ -232,7 +232,7 @@ class Runner:
             for (client, message), result in zip(group, results):
                 self._reply_pooled(client, message, result)
 
-    def _pooling(self, client: bytes, message: Rerank) -> None:
+    def _rerank(self, client: bytes, message: Rerank) -> None:
         try:
             result: tuple | Exception = rerank(self._embedder(), message.query, message.documents,
                                                truncate=message.truncate)
@@ -290,7 +290,7 @@ class Runner:
         elif isinstance(message, Embed):
             self.embeds.append((client, message))
         elif isinstance(message, Rerank):
-            self._pooling(client, message)
+            self._rerank(client, message)
         elif isinstance(message, Tokenize):
             self._tokenize(client, message)
         elif engine is None:

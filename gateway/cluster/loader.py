@@ -252,30 +252,23 @@ def placed_spec(spec: RunnerSpec, model_key: str, placement: Placement) -> Runne
 
 def _estimate_for(spec: RunnerSpec, entry: ModelEntry) -> MemoryEstimate:
     """Estimated from the gateway's own copy of the store (the spec names blobs by digest)."""
-    try:
-        est = estimate(entry.model_path, n_ctx_per_seq=spec.num_ctx, n_seq=spec.num_parallel,
-                       n_batch=spec.num_batch, cache_type=spec.kv_cache_type,
-                       flash_attention=spec.flash_attention != "off")
-    except Exception as e:  # a header the reader does not model: size it roughly
-        log.warning("no memory estimate for %s (%s): using its file size", entry.model_path, e)
-        est = rough_estimate(entry.model_path, os.path.getsize(entry.model_path),
-                             n_seq=spec.num_parallel)
+    est = _estimate_file(spec, entry.model_path)
     # LoRA adapters and a vision projector sit beside the weights on the same device, and a
     # draft model with a context as long as the model's (its weights, cache and graph).
     extra = sum(os.path.getsize(a) for a in (*entry.adapters, entry.projector)
                 if a and os.path.exists(a))
     if entry.draft:
-        extra += _draft_estimate(spec, entry.draft)
+        extra += _estimate_file(spec, entry.draft).total
     return msgspec.structs.replace(est, other=est.other + extra) if extra else est
 
 
-def _draft_estimate(spec: RunnerSpec, path: str) -> int:
+def _estimate_file(spec: RunnerSpec, path: str) -> MemoryEstimate:
     try:
         return estimate(path, n_ctx_per_seq=spec.num_ctx, n_seq=spec.num_parallel,
                         n_batch=spec.num_batch, cache_type=spec.kv_cache_type,
-                        flash_attention=spec.flash_attention != "off").total
-    except Exception as e:
-        log.warning("no memory estimate for the draft model %s (%s): using its file size", path, e)
-        return rough_estimate(path, os.path.getsize(path), n_seq=spec.num_parallel).total
+                        flash_attention=spec.flash_attention != "off")
+    except Exception as e:  # a header the reader does not model: size it roughly
+        log.warning("no memory estimate for %s (%s): using its file size", path, e)
+        return rough_estimate(path, os.path.getsize(path), n_seq=spec.num_parallel)
 
 

@@ -102,9 +102,9 @@ class HerdServer:
     def client(self, timeout: float = 120.0) -> ollama.Client:
         return ollama.Client(host=self.url, timeout=timeout)
 
-    def _pids(self, *markers: bytes) -> list[int]:
-        """PIDs of processes of this server whose command line has every marker."""
-        pids = []
+    def _processes(self, *markers: bytes) -> dict[int, list[str]]:
+        """PID → command line of this server's processes whose command line has every marker."""
+        found = {}
         for proc in pathlib.Path("/proc").iterdir():
             if not proc.name.isdigit():
                 continue
@@ -114,12 +114,19 @@ class HerdServer:
                 continue
             if any(str(self.run_dir).encode() in a for a in cmdline) and all(
                     m in cmdline for m in markers):
-                pids.append(int(proc.name))
-        return pids
+                found[int(proc.name)] = [a.decode(errors="replace") for a in cmdline]
+        return found
+
+    def _pids(self, *markers: bytes) -> list[int]:
+        return list(self._processes(*markers))
 
     def runner_pids(self) -> list[int]:
         """PIDs of this server's runner processes (their socket lives in our run dir)."""
         return self._pids(b"herd.worker.runner")
+
+    def runner_args(self) -> list[list[str]]:
+        """The command lines of this server's runner processes."""
+        return list(self._processes(b"herd.worker.runner").values())
 
     def node_pid(self) -> int | None:
         """PID of the worker node `herd serve` started, if one is running."""

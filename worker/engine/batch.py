@@ -200,10 +200,12 @@ class BatchEngine(ImageRequests):
 
     def _decode_and_sample(self) -> None:
         running = self._batch_order()
-        in_batch, n = self._lay_out(running, self._chunks(running))
+        in_batch, laid = self._lay_out(running, self._chunks(running))
         batch = self._batch
-        n = speculative.add_drafts(self, in_batch, n)  # prompt-lookup or draft-model drafts
-        batch.n_tokens = n = self._shaper.pad(self._put, batch, n, self.ctx.n_batch)
+        n = speculative.add_drafts(self, in_batch, laid)  # prompt-lookup or draft-model drafts
+        # Logits rows: each decoding sequence's token and every drafted one.
+        outputs = len(in_batch) + n - laid
+        batch.n_tokens = n = self._shaper.pad(self._put, batch, n, outputs, self.ctx.n_batch)
         if n == 0:
             return
         rc = L.llama_decode(self.ctx.ptr, batch)

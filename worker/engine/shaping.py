@@ -100,11 +100,10 @@ class Shaper:
     def fillers(self, ids: list[int]) -> list[Slot]:
         return gap_fillers(self.slots, ids, self.n_ctx_seq, self.max_gap) if self.fills_gaps else []
 
-    def pad(self, put, batch, n: int, n_batch: int) -> int:
+    def pad(self, put, batch, n: int, outputs: int, n_batch: int) -> int:
         """Asks for logits from placeholders and prefill tokens, or adds placeholders above the
-        batch's top seq id, until the logits row count is one the sgemm does fast; all or
-        nothing. Returns the batch's new length."""
-        outputs = sum(1 for i in range(n) if batch.logits[i])
+        batch's top seq id, until the `outputs` logits rows are a count the sgemm does fast;
+        all or nothing. Returns the batch's new length."""
         need = padded_outputs(outputs) - outputs
         if not self.pads or need <= 0:
             return n

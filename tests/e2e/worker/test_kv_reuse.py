@@ -10,7 +10,6 @@ import random
 
 import pytest
 
-import herd.worker.engine.batch as engine_module
 from herd.protocol.wire import RequestOutput, RunnerSpec, SamplingParams, Submit
 from herd.worker.engine.batch import BatchEngine, Slot
 from herd.worker.engine.sequence import pick_slot
@@ -64,22 +63,9 @@ class _Run:
         return texts, cached
 
 
-@pytest.fixture
-def record_batches(monkeypatch: pytest.MonkeyPatch):
-    batches: list[list[int]] = []
-    decode = engine_module.L.llama_decode
-
-    def recording(ctx, batch):  # type: ignore[no-untyped-def]
-        batches.append([batch.seq_id[i][0] for i in range(batch.n_tokens)])
-        return decode(ctx, batch)
-
-    monkeypatch.setattr(engine_module.L, "llama_decode", recording)
-    return batches
-
-
 @pytest.mark.parametrize("path", _model_paths())
 def test_a_repeated_round_reuses_every_prefix_and_answers_the_same(
-        path: str, tiny_gguf: pathlib.Path, record_batches: list[list[int]]) -> None:
+        path: str, tiny_gguf: pathlib.Path, record_batches: list[list[tuple[int, bool]]]) -> None:
     run = _Run(str(tiny_gguf) if path == "tiny" else path, n_seq=8)
     try:
         fresh, cached = run.round(PROMPTS, list(range(8)))
@@ -96,14 +82,15 @@ def test_a_repeated_round_reuses_every_prefix_and_answers_the_same(
             assert alone.round(PROMPTS[:1], [0])[0] == fresh[:1]
         finally:
             alone.engine.close()
-        for seq_ids in record_batches:
+        for layout in record_batches:
+            seq_ids = [seq_id for seq_id, _ in layout]
             assert seq_ids == sorted(seq_ids)
     finally:
         run.engine.close()
 
 
 def test_batches_list_tokens_by_seq_id_with_prefills_between(
-        tiny_gguf: pathlib.Path, record_batches: list[list[int]]) -> None:
+        tiny_gguf: pathlib.Path, record_batches: list[list[tuple[int, bool]]]) -> None:
     run = _Run(str(tiny_gguf), n_seq=4)
     try:
         run.round(PROMPTS[:4], [0, 1, 2, 3], tokens=4)
@@ -112,7 +99,7 @@ def test_batches_list_tokens_by_seq_id_with_prefills_between(
         prompts = ["A new prompt of some length " * 3, PROMPTS[1], "Another new one " * 4,
                    PROMPTS[3]]
         run.round(prompts, [3, 2, 1, 0], tokens=4)
-        first = record_batches[0]
+        first = [seq_id for seq_id, _ in record_batches[0]]
         assert first == sorted(first) and set(first) == {0, 1, 2, 3}
     finally:
         run.engine.close()

@@ -11,7 +11,7 @@ import llama_cpp as L
 import pytest
 
 from herd.protocol.wire import RequestOutput, RunnerSpec, SamplingParams, Submit
-from herd.worker.engine import batch as batch_module, shaping
+from herd.worker.engine import shaping
 from herd.worker.runner import load_engine
 
 PROMPTS = ["hello world the sky", "tell me a story", "the sun the moon", "why is the sky blue",
@@ -26,7 +26,7 @@ def engine(tiny_gguf: pathlib.Path):
     engine.close()
 
 
-def _run(engine, shaped: bool, layouts: list | None = None) -> dict[int, str]:
+def _run(engine, shaped: bool) -> dict[int, str]:
     engine._shaper.fills_gaps = engine._shaper.pads = shaped
     outputs: dict[int, list[RequestOutput]] = {}
     engine._emit = lambda _, outs: [outputs.setdefault(o.req_id, []).append(o) for o in outs]
@@ -38,27 +38,16 @@ def _run(engine, shaped: bool, layouts: list | None = None) -> dict[int, str]:
         n = 6 if i in (2, 5) else 40
         engine.submit(b"c", Submit(i, SamplingParams(temperature=0.0, num_predict=n),
                                    raw_prompt=prompt))
-    decode = L.llama_decode
-
-    def recording(ctx, batch):  # calls through: the real decode, its layout noted
-        if layouts is not None:
-            layouts.append([(int(batch.seq_id[i][0]), bool(batch.logits[i]))
-                            for i in range(batch.n_tokens)])
-        return decode(ctx, batch)
-
-    batch_module.L.llama_decode = recording
-    try:
-        while engine.has_work:
-            engine.step()
-    finally:
-        batch_module.L.llama_decode = decode
+    while engine.has_work:
+        engine.step()
     return {i: "".join(o.text for o in outs) for i, outs in outputs.items()}
 
 
-def test_placeholders_fill_gaps_and_change_no_answer(engine) -> None:
+def test_placeholders_fill_gaps_and_change_no_answer(engine, record_batches) -> None:
     plain = _run(engine, shaped=False)
-    layouts: list = []
-    shaped = _run(engine, shaped=True, layouts=layouts)
+    record_batches.clear()
+    shaped = _run(engine, shaped=True)
+    layouts = record_batches
     assert shaped == plain and len(plain) == len(PROMPTS)
     decodes = [lay for lay in layouts if len(lay) > 1 and all(
         ids.count(s) == 1 for ids in [[s for s, _ in lay]] for s in ids)]  # one token per seq

@@ -25,16 +25,6 @@ def manifest(server, name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def runner_args(server) -> list[list[str]]:
-    args = []
-    for pid in server.runner_pids():
-        try:
-            args.append(pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0"))
-        except OSError:
-            pass
-    return args
-
-
 @pytest.fixture(scope="module")
 def draft_gguf(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return write_tiny_llama(tmp_path_factory.mktemp("draft") / "draft.gguf", seed=11,
@@ -54,7 +44,7 @@ def test_a_model_with_a_draft_answers_as_the_model(server, tiny_gguf, draft_gguf
 
     options = {"temperature": 0, "num_predict": 24}
     got = client.generate(model="drafted", prompt="the sky is", options=options)
-    drafted = [a for a in runner_args(server) if "--draft" in a]
+    drafted = [a for a in server.runner_args() if "--draft" in a]
     assert len(drafted) == 1
     assert drafted[0][drafted[0].index("--draft") + 1].endswith(draft.replace(":", "-"))
     # draft_num_predict 0 turns speculation off: the same runner, the same answer.
