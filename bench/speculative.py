@@ -126,14 +126,14 @@ class Run:
         return rate, cpu_rate, "".join(o.text for o in outs), steps, counts[0], counts[1]
 
 
-def probe(engine, repeats: int = 7) -> None:
+def probe(engine, sizes: list[int], repeats: int = 7) -> None:
     """What a decode of n tokens of one sequence costs (all with logits, as drafts are): the
     number that decides whether verifying drafts can pay on this machine at all."""
     import llama_cpp as L
 
     ctx, batch = engine.ctx, engine._batch
     tokens = engine.model.tokenize(TEXT * 3, add_special=True, parse_special=False)
-    assert len(tokens) >= 209, len(tokens)
+    assert len(tokens) >= 200 + max(sizes), len(tokens)
 
     def decode(toks: list[int], pos0: int, all_logits: bool) -> None:
         for i, t in enumerate(toks):
@@ -144,7 +144,7 @@ def probe(engine, repeats: int = 7) -> None:
     L.llama_memory_seq_rm(ctx.memory, 0, 0, -1)
     decode(tokens[:200], 0, False)
     cells = []
-    for n in (1, 2, 3, 5, 9):
+    for n in sizes:
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
@@ -163,7 +163,8 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=200)
     ap.add_argument("--model-path", default=str(DEFAULT_MODEL))
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: its choice)")
-    ap.add_argument("--probe", action="store_true", help="only time decodes of 1..9 tokens")
+    ap.add_argument("--probe", action="store_true", help="only time decodes of n tokens")
+    ap.add_argument("--probe-sizes", default="1,2,3,5,9", help="the n of --probe")
     ap.add_argument("--no-forced", action="store_true", help="only off and the default")
     args = ap.parse_args()
 
@@ -171,7 +172,7 @@ def main() -> int:
                       num_threads=args.threads)
     _, engine = load_engine(spec, lambda *_: None, args.model_path)
     if args.probe:
-        probe(engine)
+        probe(engine, [int(n) for n in args.probe_sizes.split(",")])
         engine.close()
         return 0
     run = Run(engine, args.tokens)
