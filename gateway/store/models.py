@@ -368,9 +368,10 @@ class ModelStore(BlobStore):
     def write_layers(self, name: ModelName, config: Layer, layers: list[Layer]) -> None:
         self.write_manifest(name, Manifest(config=config, layers=layers))
 
-    def create_from_gguf(self, name: ModelName, gguf_digest: str,
-                         params: Options | None = None) -> ModelEntry:
-        """Writes config + manifest for a GGUF blob that is already in the store."""
+    def create_from_gguf(self, name: ModelName, gguf_digest: str, params: Options | None = None,
+                         template: str | None = None) -> ModelEntry:
+        """Writes config + manifest for a GGUF blob that is already in the store; `template`
+        (a TEMPLATE layer) replaces the GGUF's own chat template."""
         path = self.blob_path(gguf_digest)
         try:
             summary = read_summary(path)
@@ -378,6 +379,8 @@ class ModelStore(BlobStore):
             raise BadRequest(str(e)) from e
         layers = [Layer(MODEL_MEDIA_TYPE, f"sha256:{parse_digest(gguf_digest)}",
                         os.path.getsize(path))]
+        if template is not None:
+            layers.append(self.text_layer(TEMPLATE_MEDIA_TYPE, template.encode()))
         if params is not None:
             layers.append(self.text_layer(PARAMS_MEDIA_TYPE, msgspec.json.encode(params)))
         self.write_layers(name, self.write_config(summary), layers)
