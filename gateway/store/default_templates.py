@@ -6,7 +6,7 @@ offers tools, in the format SmolLM2-Instruct was tuned on for function calling: 
 JSON inside `<tools></tools>` in the system turn, calls answered as a JSON list inside
 `<tool_call></tool_call>`, results given back in a user turn inside `<tool_response>`. This is
 that format in Herd's words; without tools it renders exactly what the GGUF's own template does
-(tests/unit/gateway/store/test_default_templates.py compares the two).
+(tests/unit/gateway/test_default_template.py compares the two).
 """
 
 from __future__ import annotations
