@@ -55,7 +55,7 @@ def _cpu(pid: int) -> float:
     return sum(tree_cpu_by_name(pid).values())
 
 
-async def one_side(client, n: int, tokens: int, tag: str,
+async def one_side(client: HerdClient | OpenAIClient, n: int, tokens: int, tag: str,
                    quiet_wait: float) -> list[tuple[str, float, float | None]]:
     """The cold round and its repeat; for one stream also the decode rate of its request."""
     out = []
