@@ -166,6 +166,9 @@ def main() -> int:
     ap.add_argument("--probe", action="store_true", help="only time decodes of n tokens")
     ap.add_argument("--probe-sizes", default="1,2,3,5,9", help="the n of --probe")
     ap.add_argument("--no-forced", action="store_true", help="only off and the default")
+    ap.add_argument("--forced-draft", type=int, default=0,
+                    help="draft_num_predict of the forced mode (0: the engine's default)")
+    ap.add_argument("--workloads", default="", help="comma-separated subset of the workloads")
     args = ap.parse_args()
 
     spec = RunnerSpec(key="bench", model_digest="", num_ctx=2048, num_parallel=1,
@@ -180,7 +183,10 @@ def main() -> int:
         run.one(message, options, 0)
     # off: draft_num_predict 0 (the default); auto: -1 (drafts where DraftCost says they pay);
     # forced: draft_num_predict 8 (drafts wherever prompt lookup finds one).
-    modes = {"off": 0, "auto": -1, "forced": speculative.DEFAULT_DRAFT}
+    modes = {"off": 0, "auto": -1, "forced": args.forced_draft or speculative.DEFAULT_DRAFT}
+    if args.workloads:
+        for name in set(WORKLOADS) - set(args.workloads.split(",")):
+            del WORKLOADS[name]
     if args.no_forced:
         del modes["forced"]
     rates: dict[tuple[str, str], list[float]] = {}

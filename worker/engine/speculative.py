@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import llama_cpp as L
@@ -26,17 +27,21 @@ from herd.worker.engine.llama import LlamaModel
 if TYPE_CHECKING:
     from herd.worker.engine.batch import BatchEngine, Sequence
 
-# Drafted tokens per step when a request does not say (options.draft_num_predict). Verifying
-# eight tokens instead of one costs a few percent of a CPU decode (bench/speculative.py).
-DEFAULT_DRAFT = 8
+# Drafted tokens per step when a request says -1 (options.draft_num_predict). Seven, so that
+# one sequence's verification is 8 logits rows: on CPUs a row count that is not a multiple of 4
+# is a slow shape for the output matmul (9 rows cost what 12 do), and 8 drafted tokens made
+# forced drafts 0.53-0.72x where 7 give 0.88-1.27x (bench/RESULTS.md, SmolLM2 Q4_1).
+DEFAULT_DRAFT = 7
 DEFAULT_MODEL_DRAFT = 4  # Ollama's draft_num_predict for a model with a draft model
 NGRAM_MAX = 4
 NGRAM_MIN = 2
 # After a draft of which nothing was kept, the sequence waits 2, 4, ... up to this many steps
 # before it drafts again: text that does not repeat itself then pays almost nothing.
 MAX_COOLDOWN = 16
-# Steps between the one-token drafts that re-measure a cost that said drafts do not pay.
-EXPLORE_EVERY = 256
+MARGIN = 1.1  # a draft must promise this many times a plain step's tokens per second
+# How much of a sequence's odds each checked draft leaves standing: a text's predictable
+# stretches come and go, and the odds follow them (0.95 followed too slowly: bench/RESULTS.md).
+ODDS_DECAY = 0.8
 _EMA = 0.2
 
 
@@ -81,48 +86,41 @@ def _ema(old: float, new: float) -> float:
 
 
 class DraftCost:
-    """Whether drafts pay on this runner, from its own decodes: they do when the share of drafted
-    tokens kept, times a step's time, exceeds what one drafted token adds to a step. On a GPU a
-    drafted token adds almost nothing; on a CPU running a small quantized model a batch of n
-    tokens can cost n single steps (bench/RESULTS.md), and then default drafts stay off."""
+    """What drafted tokens cost on this runner, from its own decodes: the time of a step by its
+    decoding sequences and drafted tokens. Measured rather than modelled: on a CPU the cost
+    depends on the batch's shape far more than on its length (one sequence's 2 tokens cost what
+    4 do, 9 what 12 do; bench/RESULTS.md); on a GPU drafted tokens add almost nothing."""
 
     def __init__(self) -> None:
-        self.step_ns = 0.0  # a decode without drafts
-        self.extra_ns = 0.0  # what one drafted token adds to it
-        self.kept_share = 0.5  # kept / drafted, over every sequence
-        self._idle = 0
+        self.step_ns: dict[tuple[int, int], float] = {}  # (sequences, drafted tokens) -> ns
         self._t0 = 0
-        self._drafted = 0
+        self._key = (0, 0)
 
-    def allows(self) -> int:
-        """Drafted tokens a sequence without a draft length of its own may use now: all (0 =
-        no cap), none (-1), or one, now and then, to notice that the costs changed."""
-        if not self.step_ns or not self.extra_ns or self.kept_share * self.step_ns > self.extra_ns:
-            return 0
-        self._idle += 1
-        if self._idle >= EXPLORE_EVERY:
-            self._idle = 0
-            return 1
-        return -1
+    def best(self, seqs: int, longest: int, kept: Callable[[int], float]) -> int:
+        """The draft length, at most `longest` per sequence, that yields the most tokens per
+        second given `kept(d)`, the tokens a sequence expects to keep of d drafted: 0 where no
+        draft beats a plain step. Unmeasured, `longest` (drafting measures it)."""
+        plain = self.step_ns.get((seqs, 0))
+        if not plain or (seqs, seqs * longest) not in self.step_ns:
+            return longest
+        # A margin: the odds are an estimate, and a draft that only just pays on paper loses
+        # whenever it is a little optimistic.
+        best, rate = 0, MARGIN / plain
+        for d in range(1, longest + 1):
+            ns = self.step_ns.get((seqs, seqs * d))
+            if ns and (1 + kept(d)) / ns > rate:
+                best, rate = d, (1 + kept(d)) / ns
+        return best
 
-    def started(self, drafted: int, clean: bool) -> None:
+    def started(self, seqs: int, drafted: int, clean: bool) -> None:
         # Only decodes without prefill chunks measure anything: those cost what the chunk costs.
-        self._t0 = time.perf_counter_ns() if clean else 0
-        self._drafted = drafted
+        self._t0 = time.perf_counter_ns() if clean and seqs else 0
+        self._key = (seqs, drafted)
 
     def decoded(self, now: int) -> None:
-        if not self._t0:
-            return
-        ns = now - self._t0
-        if not self._drafted:
-            self.step_ns = _ema(self.step_ns, ns)
-        elif self.step_ns:
-            self.extra_ns = _ema(self.extra_ns, max(ns - self.step_ns, 1.0) / self._drafted)
+        if self._t0:
+            self.step_ns[self._key] = _ema(self.step_ns.get(self._key, 0.0), now - self._t0)
         self._t0 = 0
-
-    def settled(self, drafted: int, kept: int) -> None:
-        if drafted:
-            self.kept_share = _ema(self.kept_share, kept / drafted)
 
 
 class Speculation:
@@ -139,6 +137,14 @@ class Speculation:
         self.at = 0  # the batch index of the draft's first token
         self._misses = 0
         self._cooldown = 0
+        # Drafted positions checked and kept, decayed: each drafted token is kept with
+        # probability about kept/checked, and only while the ones before it were.
+        self._checked = 2.0
+        self._kept = 1.0
+        # A draft the cost held back, checked against what the sequence then generated: the
+        # odds stay measured for free while the sequence does not draft.
+        self._shadow: list[int] = []
+        self._shadow_base = 0
         self.drafted = 0  # counters for the benchmark and the tests
         self.accepted = 0
 
@@ -159,13 +165,47 @@ class Speculation:
         if len(tokens) < len(self.index.history):
             self.limit = 0  # the context shifted: cells moved under the index, stop drafting
             return self.draft
+        self._check_shadow(tokens)
         self.index.sync(tokens)
         self.draft = self.index.propose(k)
         return self.draft
 
+    def expected_kept(self, d: int) -> float:
+        """Tokens this sequence expects to keep of a d-token draft."""
+        p = self._kept / self._checked
+        return sum(p ** i for i in range(1, d + 1))
+
+    def worth(self, cost: DraftCost, seqs: int) -> bool:
+        """Trims the draft to the length that pays on this runner, or holds it back (as a
+        shadow, to be checked against what the sequence generates instead)."""
+        d = cost.best(seqs, len(self.draft), self.expected_kept)
+        if d == 0 and not self._shadow:
+            self._shadow, self._shadow_base = self.draft, self.base
+        self.draft = self.draft[:d]
+        return bool(self.draft)
+
+    def _check_shadow(self, tokens: list[int]) -> None:
+        if not self._shadow:
+            return
+        since = tokens[self._shadow_base + 1:]
+        kept = 0
+        while kept < min(len(since), len(self._shadow)) and since[kept] == self._shadow[kept]:
+            kept += 1
+        if kept == len(since) < len(self._shadow):
+            return  # all right so far: not decided yet
+        self._learn(len(self._shadow), kept)
+        self._shadow = []
+
+    def _learn(self, drafted: int, kept: int) -> None:
+        # Positions after the first rejected one were never checked.
+        checked = kept + (1 if kept < drafted else 0)
+        self._checked = self._checked * ODDS_DECAY + checked
+        self._kept = self._kept * ODDS_DECAY + kept
+
     def settle(self, kept: int) -> None:
         self.drafted += len(self.draft)
         self.accepted += kept
+        self._learn(len(self.draft), kept)
         if kept:
             self._misses = 0
         else:
@@ -214,7 +254,6 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
     several sequences draft equally or not at all."""
     state = _engine(engine)
     room = engine.ctx.n_batch - n
-    allowed = None
     drafted: list[Sequence] = []
     by_model: list[tuple[Sequence, int]] = []
     for seq in decoding:
@@ -227,14 +266,12 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
             continue
         # A token to spare in the context, so that no kept draft reaches the context shift.
         fits = min(room, engine.ctx.n_ctx_seq - len(slot.tokens) - 2)
-        if not spec.forced:
-            allowed = state.cost.allows() if allowed is None else allowed
-            fits = fits if allowed == 0 else min(fits, allowed)
         # slot.tokens already ends with the token decoded now: the draft continues it.
         if spec.by_model:
             if (k := spec.wants(slot.tokens, fits)) > 0:
                 by_model.append((seq, k))
-        elif spec.propose(slot.tokens, fits):
+        elif spec.propose(slot.tokens, fits) and (
+                spec.forced or spec.worth(state.cost, len(decoding))):
             drafted.append(seq)
     if by_model:
         assert engine.drafter is not None
@@ -258,7 +295,7 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
         for j, token in enumerate(spec.draft):
             engine._put(n + total + j, token, spec.base + 1 + j, slot.seq_id, True)
         total += len(spec.draft)
-    state.cost.started(total, clean=len(decoding) == len(engine._running))
+    state.cost.started(len(decoding), total, clean=len(decoding) == len(engine._running))
     return n + total
 
 
@@ -291,7 +328,6 @@ def verify(engine: BatchEngine, seq: Sequence, now: int) -> None:
     if len(slot.tokens) < spec.base + 1 + len(draft):
         # Only tail cells go, which every cache that speculates can drop (see can_speculate).
         del slot.tokens[engine.ctx.forget(slot.seq_id, len(slot.tokens)):]
-    _engine(engine).cost.settled(len(draft), kept)
     spec.settle(kept)
 
 
