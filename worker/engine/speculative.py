@@ -99,9 +99,12 @@ class DraftCost:
     def best(self, seqs: int, longest: int, kept: Callable[[int], float]) -> int:
         """The draft length, at most `longest` per sequence, that yields the most tokens per
         second given `kept(d)`, the tokens a sequence expects to keep of d drafted: 0 where no
-        draft beats a plain step. Unmeasured, `longest` (drafting measures it)."""
+        draft beats a plain step. A plain step is measured first (0), then an unmeasured draft
+        length is tried (`longest`)."""
         plain = self.step_ns.get((seqs, 0))
-        if not plain or (seqs, seqs * longest) not in self.step_ns:
+        if not plain:
+            return 0
+        if (seqs, seqs * longest) not in self.step_ns:
             return longest
         # A margin: the odds are an estimate, and a draft that only just pays on paper loses
         # whenever it is a little optimistic.

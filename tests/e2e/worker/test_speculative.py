@@ -157,8 +157,9 @@ def test_default_drafts_only_where_they_pay() -> None:
     def odds(p: float):
         return lambda d: sum(p ** i for i in range(1, d + 1))
 
-    assert cost.best(1, 7, odds(0.5)) == 7  # nothing measured yet: draft, and measure
+    assert cost.best(1, 7, odds(0.5)) == 0  # nothing measured yet: a plain step first
     step(1, 0, 6.0)  # a plain step: 1 token in 6 ms
+    assert cost.best(1, 7, odds(0.5)) == 7  # then the draft, to measure it
     step(1, 7, 7.0)  # a GPU: 7 drafted tokens add 1 ms
     assert cost.best(1, 7, odds(0.5)) == 7
     cost = speculative.DraftCost()
@@ -169,7 +170,7 @@ def test_default_drafts_only_where_they_pay() -> None:
     assert cost.best(1, 7, odds(0.5)) == 0  # half the drafts kept: a plain step is faster
     assert cost.best(1, 7, odds(0.97)) == 7  # a text copied nearly verbatim
     assert cost.best(1, 7, odds(0.85)) == 3  # the shorter, measured shape pays better
-    assert cost.best(4, 7, odds(0.97)) == 7  # four sequences in a step are measured apart
+    assert cost.best(4, 7, odds(0.97)) == 0  # four sequences in a step are measured apart
     step(1, 7, 1.0, clean=False)  # a step with a prefill chunk in it measures nothing
     assert cost.best(1, 7, odds(0.5)) == 0
 

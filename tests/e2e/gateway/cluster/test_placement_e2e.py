@@ -39,9 +39,10 @@ def runner_env(pid: int) -> dict[str, str]:
 
 
 def generate(srv: HerdServer, model: str, prompt: str = "hello", n: int = 8) -> dict:
+    # Queued behind others on a loaded 2-core machine, a long answer can take minutes.
     r = httpx.post(srv.url + "/api/generate", json={
         "model": model, "prompt": prompt, "stream": False,
-        "options": {"num_predict": n, "temperature": 0}})
+        "options": {"num_predict": n, "temperature": 0}}, timeout=60.0 + n)
     assert r.status_code == 200, r.text
     return r.json()
 
