@@ -115,9 +115,10 @@ class DraftCost:
                 best, rate = d, (1 + kept(d)) / ns
         return best
 
-    def started(self, seqs: int, drafted: int, clean: bool) -> None:
+    def started(self, seqs: int, drafted: int, clean: bool, spent_ns: int = 0) -> None:
+        """A step begins; `spent_ns` of it went before (a draft model's decodes)."""
         # Only decodes without prefill chunks measure anything: those cost what the chunk costs.
-        self._t0 = time.perf_counter_ns() if clean and seqs else 0
+        self._t0 = time.perf_counter_ns() - spent_ns if clean and seqs else 0
         self._key = (seqs, drafted)
 
     def decoded(self, now: int) -> None:
@@ -271,16 +272,22 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
         fits = min(room, engine.ctx.n_ctx_seq - len(slot.tokens) - 2)
         # slot.tokens already ends with the token decoded now: the draft continues it.
         if spec.by_model:
-            if (k := spec.wants(slot.tokens, fits)) > 0:
+            k = spec.wants(slot.tokens, fits)
+            if k > 0 and not spec.forced:  # decided before the draft model spends anything
+                k = state.cost.best(len(decoding), k, spec.expected_kept)
+            if k > 0:
                 by_model.append((seq, k))
         elif spec.propose(slot.tokens, fits) and (
                 spec.forced or spec.worth(state.cost, len(decoding))):
             drafted.append(seq)
+    spent = 0
     if by_model:
         assert engine.drafter is not None
+        t0 = time.perf_counter_ns()
         proposals = engine.drafter.propose(
             [(seq.slot.seq_id, seq.slot.tokens, k) for seq, k in by_model],  # type: ignore[union-attr]
             stop_unsure=len(decoding) == 1)
+        spent = time.perf_counter_ns() - t0
         for seq, _ in by_model:
             seq.spec.draft = proposals[seq.slot.seq_id]  # type: ignore[union-attr]
             if seq.spec.draft:  # type: ignore[union-attr]
@@ -298,7 +305,9 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
         for j, token in enumerate(spec.draft):
             engine._put(n + total + j, token, spec.base + 1 + j, slot.seq_id, True)
         total += len(spec.draft)
-    state.cost.started(len(decoding), total, clean=len(decoding) == len(engine._running))
+    # A draft model's decodes are part of what its drafts cost.
+    state.cost.started(len(decoding), total, clean=len(decoding) == len(engine._running),
+                       spent_ns=spent if total else 0)
     return n + total
 
 

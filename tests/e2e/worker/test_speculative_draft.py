@@ -121,3 +121,25 @@ def test_a_lone_sequence_stops_drafting_where_the_draft_is_unsure(tiny_gguf) -> 
         assert outputs[1][-1].eval_tokens == 20
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("drafts_pay", [True, False])
+def test_draft_num_predict_minus_one_runs_the_draft_model_only_where_it_pays(
+        tiny_gguf, drafts_pay: bool) -> None:
+    """-1 is "where it pays" for a draft model too, decided before the draft decodes: with the
+    step times a CPU gives it never runs, with a GPU's it does (and answers the same)."""
+    engine = _engine(tiny_gguf, tiny_gguf)
+    try:
+        plain_ns, drafted_ns = 6e6, (7e6 if drafts_pay else 60e6)
+        speculative._engine(engine).cost.step_ns = {
+            (1, 0): plain_ns, **{(1, d): drafted_ns for d in range(1, 5)}}
+        outputs: dict[int, list[RequestOutput]] = {}
+        engine._emit = lambda _, outs: [outputs.setdefault(o.req_id, []).append(o) for o in outs]
+        engine.submit(b"c", Submit(1, SamplingParams(temperature=0.0, num_predict=20,
+                                                     draft_num_predict=-1), raw_prompt="hi"))
+        while engine.has_work:
+            engine.step()
+        assert (engine.drafter.decodes > 0) == drafts_pay
+        assert outputs[1][-1].eval_tokens == 20
+    finally:
+        engine.close()
