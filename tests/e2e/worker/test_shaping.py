@@ -10,9 +10,9 @@ import pathlib
 import llama_cpp as L
 import pytest
 
-from herd.protocol.wire import RequestOutput, RunnerSpec, SamplingParams, Submit
+from herd.protocol.wire import RequestOutput, SamplingParams, Submit
 from herd.worker.engine import shaping
-from herd.worker.runner import load_engine
+from support.engines import engine_on
 
 PROMPTS = ["hello world the sky", "tell me a story", "the sun the moon", "why is the sky blue",
            "yes no yes no", "a cat and a dog", "one two three", "red green blue"]
@@ -20,10 +20,8 @@ PROMPTS = ["hello world the sky", "tell me a story", "the sun the moon", "why is
 
 @pytest.fixture(scope="module")
 def engine(tiny_gguf: pathlib.Path):
-    spec = RunnerSpec(key="t", model_digest="", num_ctx=256, num_parallel=8)
-    _, engine = load_engine(spec, lambda *_: None, str(tiny_gguf))
-    yield engine
-    engine.close()
+    with engine_on(tiny_gguf, num_ctx=256, num_parallel=8) as engine:
+        yield engine
 
 
 def _run(engine, shaped: bool) -> dict[int, str]:

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from herd.protocol.wire import FinishReason, RequestOutput, RunnerSpec, SamplingParams, Submit
+from herd.protocol.wire import FinishReason, RequestOutput, SamplingParams, Submit
 from herd.worker.engine import speculative
-from herd.worker.runner import load_engine
+from support.engines import engine_on
 
 # The tiny random model loops at temperature 0, so its answers repeat themselves: drafts hit.
 _CASES = [
@@ -48,10 +48,8 @@ def _run(engine, draft: int, logprobs: bool = False,
 
 @pytest.fixture(scope="module")
 def engine(tiny_gguf: pathlib.Path):
-    spec = RunnerSpec(key="t", model_digest="", num_ctx=512, num_parallel=5)
-    _, engine = load_engine(spec, lambda *_: None, str(tiny_gguf))
-    yield engine
-    engine.close()
+    with engine_on(tiny_gguf, num_ctx=512, num_parallel=5) as engine:
+        yield engine
 
 
 def _text(outs: list[RequestOutput]) -> str:

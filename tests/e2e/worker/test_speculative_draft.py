@@ -11,9 +11,9 @@ import pathlib
 
 import pytest
 
-from herd.protocol.wire import FinishReason, RequestOutput, RunnerSpec, SamplingParams, Submit
+from herd.protocol.wire import FinishReason, RequestOutput, SamplingParams, Submit
 from herd.worker.engine import draft_model, speculative
-from herd.worker.runner import load_engine
+from support.engines import engine_on
 from support.tiny_models import write_tiny_llama
 
 _CASES = [
@@ -34,8 +34,7 @@ def other_draft(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 def _engine(model: pathlib.Path, draft: pathlib.Path | None):
-    spec = RunnerSpec(key="t", model_digest="", num_ctx=512, num_parallel=4)
-    return load_engine(spec, lambda *_: None, str(model), draft_path=str(draft or ""))[1]
+    return engine_on(model, num_ctx=512, num_parallel=4, draft=draft)
 
 
 def _run(engine, draft: int, together: bool) -> dict[int, list[RequestOutput]]:
@@ -57,9 +56,8 @@ def _texts(outputs: dict[int, list[RequestOutput]]) -> dict[int, str]:
 
 @pytest.fixture(scope="module")
 def plain(tiny_gguf: pathlib.Path):
-    engine = _engine(tiny_gguf, None)
-    yield {together: _run(engine, 0, together) for together in (False, True)}
-    engine.close()
+    with _engine(tiny_gguf, None) as engine:
+        yield {together: _run(engine, 0, together) for together in (False, True)}
 
 
 @pytest.mark.parametrize("together", [False, True])
@@ -79,8 +77,7 @@ def test_answers_are_identical_with_a_draft_model(tiny_gguf, other_draft, plain,
         settle(self, n)
 
     monkeypatch.setattr(speculative.Speculation, "settle", counting)
-    engine = _engine(tiny_gguf, tiny_gguf if which == "itself" else other_draft)
-    try:
+    with _engine(tiny_gguf, tiny_gguf if which == "itself" else other_draft) as engine:
         assert engine.drafter is not None
         off = _run(engine, 0, together)
         assert not drafted and engine.drafter.decodes == 0  # 0: no speculation at all
@@ -102,15 +99,12 @@ def test_answers_are_identical_with_a_draft_model(tiny_gguf, other_draft, plain,
         assert speculative.draft_limit(SamplingParams(draft_num_predict=-1), True) == 4
         again = _run(engine, -1, together)  # reused prefixes, in both caches
         assert _texts(again) == _texts(off)
-    finally:
-        engine.close()
 
 
 def test_a_lone_sequence_stops_drafting_where_the_draft_is_unsure(tiny_gguf) -> None:
     """P_MIN as llama.cpp's --draft-p-min: the random draft is never 75 % sure of a token, so
     it proposes nothing and the model decodes alone (and answers the same)."""
-    engine = _engine(tiny_gguf, tiny_gguf)
-    try:
+    with _engine(tiny_gguf, tiny_gguf) as engine:
         outputs: dict[int, list[RequestOutput]] = {}
         engine._emit = lambda _, outs: [outputs.setdefault(o.req_id, []).append(o) for o in outs]
         engine.submit(b"c", Submit(1, SamplingParams(temperature=0.0, num_predict=20,
@@ -119,8 +113,6 @@ def test_a_lone_sequence_stops_drafting_where_the_draft_is_unsure(tiny_gguf) -> 
             engine.step()
         assert engine.drafter.decodes > 0 and engine.drafter.drafted == 0
         assert outputs[1][-1].eval_tokens == 20
-    finally:
-        engine.close()
 
 
 @pytest.mark.parametrize("drafts_pay", [True, False])
@@ -128,8 +120,7 @@ def test_draft_num_predict_minus_one_runs_the_draft_model_only_where_it_pays(
         tiny_gguf, drafts_pay: bool) -> None:
     """-1 is "where it pays" for a draft model too, decided before the draft decodes: with the
     step times a CPU gives it never runs, with a GPU's it does (and answers the same)."""
-    engine = _engine(tiny_gguf, tiny_gguf)
-    try:
+    with _engine(tiny_gguf, tiny_gguf) as engine:
         plain_ns, drafted_ns = 6e6, (7e6 if drafts_pay else 60e6)
         speculative._engine(engine).cost.step_ns = {
             (1, 0): plain_ns, **{(1, d): drafted_ns for d in range(1, 5)}}
@@ -141,5 +132,3 @@ def test_draft_num_predict_minus_one_runs_the_draft_model_only_where_it_pays(
             engine.step()
         assert (engine.drafter.decodes > 0) == drafts_pay
         assert outputs[1][-1].eval_tokens == 20
-    finally:
-        engine.close()
