@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import llama_cpp as L
@@ -96,11 +95,11 @@ class DraftCost:
         self._t0 = 0
         self._key = (0, 0)
 
-    def best(self, seqs: int, longest: int, kept: Callable[[int], float]) -> int:
+    def best(self, seqs: int, longest: int, odds: float) -> int:
         """The draft length, at most `longest` per sequence, that yields the most tokens per
-        second given `kept(d)`, the tokens a sequence expects to keep of d drafted: 0 where no
-        draft beats a plain step. A plain step is measured first (0), then an unmeasured draft
-        length is tried (`longest`)."""
+        second when each drafted token is kept with probability `odds` (and only while the ones
+        before it were): 0 where no draft beats a plain step. A plain step is measured first
+        (0), then an unmeasured draft length is tried (`longest`)."""
         plain = self.step_ns.get((seqs, 0))
         if not plain:
             return 0
@@ -109,10 +108,13 @@ class DraftCost:
         # A margin: the odds are an estimate, and a draft that only just pays on paper loses
         # whenever it is a little optimistic.
         best, rate = 0, MARGIN / plain
+        tokens, chance = 1.0, 1.0  # expected tokens out of a step with a d-token draft
         for d in range(1, longest + 1):
+            chance *= odds
+            tokens += chance
             ns = self.step_ns.get((seqs, seqs * d))
-            if ns and (1 + kept(d)) / ns > rate:
-                best, rate = d, (1 + kept(d)) / ns
+            if ns and tokens / ns > rate:
+                best, rate = d, tokens / ns
         return best
 
     def started(self, seqs: int, drafted: int, clean: bool, spent_ns: int = 0) -> None:
@@ -174,15 +176,15 @@ class Speculation:
         self.draft = self.index.propose(k)
         return self.draft
 
-    def expected_kept(self, d: int) -> float:
-        """Tokens this sequence expects to keep of a d-token draft."""
-        p = self._kept / self._checked
-        return sum(p ** i for i in range(1, d + 1))
+    @property
+    def odds(self) -> float:
+        """The chance that a drafted token is kept, given the ones before it were."""
+        return self._kept / self._checked
 
     def worth(self, cost: DraftCost, seqs: int) -> bool:
         """Trims the draft to the length that pays on this runner, or holds it back (as a
         shadow, to be checked against what the sequence generates instead)."""
-        d = cost.best(seqs, len(self.draft), self.expected_kept)
+        d = cost.best(seqs, len(self.draft), self.odds)
         if d == 0 and not self._shadow:
             self._shadow, self._shadow_base = self.draft, self.base
         self.draft = self.draft[:d]
@@ -274,7 +276,7 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
         if spec.by_model:
             k = spec.wants(slot.tokens, fits)
             if k > 0 and not spec.forced:  # decided before the draft model spends anything
-                k = state.cost.best(len(decoding), k, spec.expected_kept)
+                k = state.cost.best(len(decoding), k, spec.odds)
             if k > 0:
                 by_model.append((seq, k))
         elif spec.propose(slot.tokens, fits) and (
