@@ -1,5 +1,5 @@
 """Speculative decoding by prompt lookup, the engine alone (no HTTP, no ZeroMQ): single-stream
-decode tok/s with drafts off (draft_num_predict 0), by default and forced (8), on workloads that repeat
+decode tok/s with drafts off (draft_num_predict 0), where they pay (-1, "auto") and forced (7), on workloads that repeat
 their input (rewrite, correct or summarise a text, comment code) and on ones that do not: an
 explanation at temperature 0 and a seeded story at 0.8 (SmolLM2 135M's greedy stories fall
 into loops, on which drafts win).
@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from herd.protocol.wire import ChatTurn, RequestOutput, RunnerSpec, SamplingParams, Submit  # noqa: E402
-from herd.worker.engine import speculative  # noqa: E402
+from herd.worker.engine.drafting import speculative  # noqa: E402
 from herd.worker.runner import load_engine  # noqa: E402
 
 TEXT = (
@@ -235,6 +235,8 @@ def main() -> int:
                 continue
             ratios = [med(rates, n, mode) / med(rates, n, "off")
                       for n, (k, _, _) in WORKLOADS.items() if k == kind]
+            if not ratios:
+                continue  # --workloads left this kind out
             print(f"{kind}, {mode}/off: {min(ratios):.2f}x .. {max(ratios):.2f}x "
                   f"(median {statistics.median(ratios):.2f}x)")
     return 0 if same_all else 1

@@ -31,7 +31,7 @@ from herd.worker.engine.batch import BatchEngine, RequestError
 from herd.worker.engine.llama import LlamaContext, LlamaModel, LoraAdapter
 from herd.worker.engine.vision.mmproj import cache_dir, with_projector_type
 from herd.worker.engine.vision.projector import Projector, ProjectorError
-from herd.worker.engine.draft_model import load_draft
+from herd.worker.engine.drafting.draft_model import load_draft
 
 _IDLE_POLL_MS = 500
 log = logging.getLogger("herd.runner")

@@ -15,8 +15,9 @@ from herd.worker.templates.jinja import ChatTemplate, TemplateError
 from herd.worker.engine.llama import LlamaContext, LlamaModel
 from herd.worker.engine.logprobs import token_logprob
 from herd.worker.engine.prompt import PromptBuilder, RequestError
-from herd.worker.engine import shaping, speculative
-from herd.worker.engine.draft_model import DraftModel
+from herd.worker.engine import shaping
+from herd.worker.engine.drafting import speculative
+from herd.worker.engine.drafting.draft_model import DraftModel
 from herd.worker.engine.sampler import InvalidFormat, SamplerChain, after_thinking_chains
 from herd.worker.engine.sequence import Sequence, Slot, pick_slot, shift_context
 from herd.worker.engine.textstream import TextStream

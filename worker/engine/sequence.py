@@ -14,7 +14,7 @@ from herd.worker.engine.vision.prompt import ImageSpan, VisionPrompt
 
 if TYPE_CHECKING:
     from herd.worker.engine.llama import LlamaContext, LlamaModel
-    from herd.worker.engine.speculative import Speculation
+    from herd.worker.engine.drafting.speculative import Speculation
 
 
 @dataclass(eq=False)

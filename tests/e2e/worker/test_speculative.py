@@ -14,7 +14,7 @@ import time
 import pytest
 
 from herd.protocol.wire import FinishReason, RequestOutput, SamplingParams, Submit
-from herd.worker.engine import speculative
+from herd.worker.engine.drafting import ngrams, odds, speculative
 from support.engines import engine_on
 
 # The tiny random model loops at temperature 0, so its answers repeat themselves: drafts hit.
@@ -127,14 +127,40 @@ def test_grammar_and_stop_requests(engine) -> None:
 
 
 def test_ngram_index_drafts_the_latest_continuation() -> None:
-    index = speculative.NgramIndex()
+    index = ngrams.NgramIndex()
     index.sync([1, 2, 3, 4, 9, 2, 3, 5, 6, 2, 3])
     assert index.propose(4) == [5, 6, 2, 3]  # [2, 3] was last followed by 5
     index.sync([1, 2, 3, 4, 9, 2, 3, 5, 6, 2, 3, 7])
     assert index.propose(4) == []
-    index = speculative.NgramIndex()
+    index = ngrams.NgramIndex()
     index.sync([1, 2, 3, 4, 9, 2, 3, 5, 6, 1, 2, 3])
     assert index.propose(3) == [4, 9, 2]  # the 3-gram [1, 2, 3] beats the 2-gram [2, 3]
+
+
+def test_kept_depth_counts_whole_drafts_apart_from_partial_ones() -> None:
+    depth = odds.KeptDepth()
+    for _ in range(20):  # half the drafts kept whole, half not at all: a rewrite's pattern
+        depth.learn(7, 7)
+        depth.learn(7, 0)
+    reach = depth.reach(7)
+    assert all(0.4 < r < 0.6 for r in reach)  # the 7th token as likely as the 1st
+    assert reach == sorted(reach, reverse=True)
+    depth.learn(3, 3)  # a short draft says nothing of depths it did not have
+    assert depth.reach(7)[3:] == reach[3:]
+    fresh = odds.KeptDepth().reach(3)
+    assert fresh == [0.5, 0.25, 0.125]  # before anything is checked
+
+
+def test_a_sequence_keeps_its_record_apart_after_a_whole_draft() -> None:
+    spec = speculative.Speculation(7)
+    for _ in range(10):  # after a whole draft the next is whole; after a miss, a miss
+        spec._learn(7, 7, 1)
+        spec._learn(7, 0, 0)
+    spec._learn(7, 7, 1)
+    assert spec.reach(7)[-1] > 0.8  # right after a whole draft
+    spec._learn(7, 0, 1)
+    spec._learn(7, 0, 0)
+    assert spec.reach(7)[0] < 0.2  # right after a miss
 
 
 def test_draft_limit() -> None:
@@ -145,40 +171,47 @@ def test_draft_limit() -> None:
     assert speculative.draft_limit(SamplingParams(format="json")) == 0
 
 
+def _per_token(chance: float) -> list[float]:
+    """The reach of drafts each of whose tokens is kept with this chance."""
+    return [chance ** (j + 1) for j in range(7)]
+
+
 def test_default_drafts_only_where_they_pay() -> None:
-    cost = speculative.DraftCost()
+    cost = odds.DraftCost()
 
     def step(seqs: int, drafted: int, ms: float, clean: bool = True) -> None:
         cost.started(seqs, drafted, clean)
         cost.decoded((cost._t0 or time.perf_counter_ns()) + int(ms * 1e6))
 
-    assert cost.best(1, 7, 0.5) == 0  # nothing measured yet: a plain step first
+    assert cost.best(1, 7, _per_token(0.5)) == 0  # nothing measured yet: a plain step first
     step(1, 0, 6.0)  # a plain step: 1 token in 6 ms
-    assert cost.best(1, 7, 0.5) == 7  # then the draft, to measure it
+    assert cost.best(1, 7, _per_token(0.5)) == 7  # then the draft, to measure it
     step(1, 7, 7.0)  # a GPU: 7 drafted tokens add 1 ms
-    assert cost.best(1, 7, 0.5) == 7
-    cost = speculative.DraftCost()
+    assert cost.best(1, 7, _per_token(0.5)) == 7
+    cost = odds.DraftCost()
     step(1, 0, 6.0)  # this CPU: 8 rows cost 4.4 steps, 4 rows 2.8 (bench/RESULTS.md)
     step(1, 3, 17.0)
     for _ in range(30):
         step(1, 7, 27.0)
-    assert cost.best(1, 7, 0.5) == 0  # half the drafts kept: a plain step is faster
-    assert cost.best(1, 7, 0.97) == 7  # a text copied nearly verbatim
-    assert cost.best(1, 7, 0.85) == 3  # the shorter, measured shape pays better
-    assert cost.best(4, 7, 0.97) == 0  # four sequences in a step are measured apart
+    assert cost.best(1, 7, _per_token(0.5)) == 0  # half the drafts kept: a plain step is faster
+    assert cost.best(1, 7, _per_token(0.97)) == 7  # a text copied nearly verbatim
+    assert cost.best(1, 7, _per_token(0.85)) == 3  # the shorter, measured shape pays better
+    assert cost.best(4, 7, _per_token(0.97)) == 0  # four sequences in a step are measured apart
     step(1, 7, 1.0, clean=False)  # a step with a prefill chunk in it measures nothing
-    assert cost.best(1, 7, 0.5) == 0
+    assert cost.best(1, 7, _per_token(0.5)) == 0
 
 
 def test_a_held_back_draft_is_checked_against_what_came_instead() -> None:
     spec = speculative.Speculation(7)
-    cost = speculative.DraftCost()
+    cost = odds.DraftCost()
     cost.step_ns = {(1, 0): 6e6, (1, 6): 26e6}
     tokens = [1, 2, 3, 4, 5, 9, 1, 2, 3]
     assert spec.propose(tokens, 100) == [4, 5, 9, 1, 2, 3]
     assert not spec.worth(cost, 1) and spec.draft == []  # at the prior odds it does not pay
-    before = spec.odds
+    before = spec.reach(6)
     for token in (4, 5, 9, 1, 2, 3):  # the text went on as the draft said
         tokens.append(token)
         spec.propose(tokens, 100)
-    assert spec.odds > before  # learnt without a drafted decode
+    # Learnt without a drafted decode, in the record of drafts made after a miss (the state the
+    # held-back draft was made in).
+    assert all(a > b for a, b in zip(spec._depths[0].reach(6), before))

@@ -12,7 +12,7 @@ import pathlib
 import pytest
 
 from herd.protocol.wire import FinishReason, RequestOutput, SamplingParams, Submit
-from herd.worker.engine import draft_model, speculative
+from herd.worker.engine.drafting import draft_model, speculative
 from support.engines import engine_on
 from support.tiny_models import write_tiny_llama
 

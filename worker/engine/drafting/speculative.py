@@ -8,19 +8,21 @@ it would have sampled one step at a time, in the same order, so penalties see ev
 (llama_sampler_sample accepts it) and a seeded RNG advances once per generated token. Greedy and
 seeded answers are the same with and without speculation; only the number of decodes drops.
 
-The drafting follows llama.cpp's `ngram-simple` (common/speculative.cpp): the longest n-gram
-(here 4 down to 2 tokens) ending the context, its latest earlier occurrence, the tokens after it.
+Where drafts come from: ngrams.py (or the runner's draft model, draft_model.py); whether they
+pay on this runner: odds.py.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import llama_cpp as L
 
 from herd.protocol.wire import SamplingParams
+from herd.worker.engine.drafting.ngrams import NgramIndex
+from herd.worker.engine.drafting.odds import DraftCost, KeptDepth
 from herd.worker.engine.llama import LlamaModel
 
 if TYPE_CHECKING:
@@ -32,16 +34,10 @@ if TYPE_CHECKING:
 # forced drafts 0.53-0.72x where 7 give 0.88-1.27x (bench/RESULTS.md, SmolLM2 Q4_1).
 DEFAULT_DRAFT = 7
 DEFAULT_MODEL_DRAFT = 4  # Ollama's draft_num_predict for a model with a draft model
-NGRAM_MAX = 4
-NGRAM_MIN = 2
 # After a draft of which nothing was kept, the sequence waits 2, 4, ... up to this many steps
 # before it drafts again: text that does not repeat itself then pays almost nothing.
 MAX_COOLDOWN = 16
-MARGIN = 1.1  # a draft must promise this many times a plain step's tokens per second
-# How much of a sequence's odds each checked draft leaves standing: a text's predictable
-# stretches come and go, and the odds follow them (0.95 followed too slowly: bench/RESULTS.md).
-ODDS_DECAY = 0.8
-_EMA = 0.2
+MAX_SHADOWS = 8  # held-back drafts a sequence checks at once
 
 
 def draft_limit(params: SamplingParams, by_model: bool = False) -> int:
@@ -53,80 +49,13 @@ def draft_limit(params: SamplingParams, by_model: bool = False) -> int:
     return params.draft_num_predict
 
 
-class NgramIndex:
-    """The n-grams of a token history, each mapped to where its latest continuation starts."""
+class _Shadow(NamedTuple):
+    """A draft held back, to be checked against what the sequence generates instead."""
 
-    def __init__(self) -> None:
-        self.history: list[int] = []
-        self._maps: list[dict[tuple[int, ...], int]] = [{} for _ in range(NGRAM_MAX + 1)]
-
-    def sync(self, tokens: list[int]) -> None:
-        """Indexes what `tokens` (which only grows at its end) gained since the last call."""
-        history = self.history
-        for i in range(len(history), len(tokens)):
-            history.append(tokens[i])
-            # The n-gram ending just before token i is continued by token i.
-            for n in range(NGRAM_MIN, min(NGRAM_MAX, i) + 1):
-                self._maps[n][tuple(history[i - n:i])] = i
-
-    def propose(self, k: int) -> list[int]:
-        """Up to k tokens that followed the latest earlier occurrence of the longest n-gram
-        ending the history (the one ending it is not indexed yet: nothing follows it)."""
-        history = self.history
-        for n in range(min(NGRAM_MAX, len(history)), NGRAM_MIN - 1, -1):
-            start = self._maps[n].get(tuple(history[len(history) - n:]))
-            if start is not None:
-                return history[start:start + k]
-        return []
-
-
-def _ema(old: float, new: float) -> float:
-    return new if old <= 0 else old + _EMA * (new - old)
-
-
-class DraftCost:
-    """What drafted tokens cost on this runner, from its own decodes: the time of a step by its
-    decoding sequences and drafted tokens. Measured rather than modelled: on a CPU the cost
-    depends on the batch's shape far more than on its length (one sequence's 2 tokens cost what
-    4 do, 9 what 12 do; bench/RESULTS.md); on a GPU drafted tokens add almost nothing."""
-
-    def __init__(self) -> None:
-        self.step_ns: dict[tuple[int, int], float] = {}  # (sequences, drafted tokens) -> ns
-        self._t0 = 0
-        self._key = (0, 0)
-
-    def best(self, seqs: int, longest: int, odds: float) -> int:
-        """The draft length, at most `longest` per sequence, that yields the most tokens per
-        second when each drafted token is kept with probability `odds` (and only while the ones
-        before it were): 0 where no draft beats a plain step. A plain step is measured first
-        (0), then an unmeasured draft length is tried (`longest`)."""
-        plain = self.step_ns.get((seqs, 0))
-        if not plain:
-            return 0
-        if (seqs, seqs * longest) not in self.step_ns:
-            return longest
-        # A margin: the odds are an estimate, and a draft that only just pays on paper loses
-        # whenever it is a little optimistic.
-        best, rate = 0, MARGIN / plain
-        tokens, chance = 1.0, 1.0  # expected tokens out of a step with a d-token draft
-        for d in range(1, longest + 1):
-            chance *= odds
-            tokens += chance
-            ns = self.step_ns.get((seqs, seqs * d))
-            if ns and tokens / ns > rate:
-                best, rate = d, tokens / ns
-        return best
-
-    def started(self, seqs: int, drafted: int, clean: bool, spent_ns: int = 0) -> None:
-        """A step begins; `spent_ns` of it went before (a draft model's decodes)."""
-        # Only decodes without prefill chunks measure anything: those cost what the chunk costs.
-        self._t0 = time.perf_counter_ns() - spent_ns if clean and seqs else 0
-        self._key = (seqs, drafted)
-
-    def decoded(self, now: int) -> None:
-        if self._t0:
-            self.step_ns[self._key] = _ema(self.step_ns.get(self._key, 0.0), now - self._t0)
-        self._t0 = 0
+    draft: list[int]
+    base: int  # the KV position of the token it continued
+    place: tuple[int, int]  # where it was copied from (Speculation._place)
+    whole: int  # the state it was drafted in (Speculation._whole)
 
 
 class Speculation:
@@ -140,17 +69,22 @@ class Speculation:
         self.index = NgramIndex()
         self.draft: list[int] = []
         self.base = 0  # the KV position of the token the draft continues
+        # Where the sequence is in the text it copies: the history position that a token
+        # generated at position `_place[0]` was expected to repeat. A draft's place counts once
+        # some of the draft was kept: a wholly rejected one was copied from the wrong place.
+        self._place: tuple[int, int] | None = None
+        self._draft_place = (0, 0)
         self.at = 0  # the batch index of the draft's first token
         self._misses = 0
         self._cooldown = 0
-        # Drafted positions checked and kept, decayed: each drafted token is kept with
-        # probability about kept/checked, and only while the ones before it were.
-        self._checked = 2.0
-        self._kept = 1.0
-        # A draft the cost held back, checked against what the sequence then generated: the
-        # odds stay measured for free while the sequence does not draft.
-        self._shadow: list[int] = []
-        self._shadow_base = 0
+        # How deep its drafts get kept, apart by whether the last checked draft was kept whole:
+        # a copied stretch runs on for a while, and a draft right after a change fares worse.
+        self._depths = (KeptDepth(), KeptDepth())  # after a draft not kept whole / kept whole
+        self._whole = 0  # whether the last checked draft was kept whole
+        # Drafts the cost held back, checked against what the sequence then generated: the
+        # record stays measured for free while the sequence does not draft. Each step's: one
+        # at a time learnt a copied stretch only after it was over (bench/RESULTS.md).
+        self._shadows: list[_Shadow] = []
         self.drafted = 0  # counters for the benchmark and the tests
         self.accepted = 0
 
@@ -171,48 +105,57 @@ class Speculation:
         if len(tokens) < len(self.index.history):
             self.limit = 0  # the context shifted: cells moved under the index, stop drafting
             return self.draft
-        self._check_shadow(tokens)
-        self.index.sync(tokens)
-        self.draft = self.index.propose(k)
+        self._check_shadows(tokens)
+        index = self.index
+        index.sync(tokens)
+        at = len(tokens)  # the position of the first drafted token
+        near = None if self._place is None else self._place[1] + at - self._place[0]
+        start = index.find(near)
+        if start is not None:
+            self.draft = index.history[start:start + k]
+            self._draft_place = (at, start)
         return self.draft
 
-    @property
-    def odds(self) -> float:
-        """The chance that a drafted token is kept, given the ones before it were."""
-        return self._kept / self._checked
+    def reach(self, longest: int) -> list[float]:
+        """The chances that a draft's first 1, 2, ... `longest` tokens are all kept."""
+        return self._depths[self._whole].reach(longest)
 
     def worth(self, cost: DraftCost, seqs: int) -> bool:
         """Trims the draft to the length that pays on this runner, or holds it back (as a
         shadow, to be checked against what the sequence generates instead)."""
-        d = cost.best(seqs, len(self.draft), self.odds)
-        if d == 0 and not self._shadow:
-            self._shadow, self._shadow_base = self.draft, self.base
+        d = cost.best(seqs, len(self.draft), self.reach(len(self.draft)))
+        if d == 0 and len(self._shadows) < MAX_SHADOWS:
+            self._shadows.append(_Shadow(self.draft, self.base, self._draft_place, self._whole))
         self.draft = self.draft[:d]
         return bool(self.draft)
 
-    def _check_shadow(self, tokens: list[int]) -> None:
-        if not self._shadow:
-            return
-        since = tokens[self._shadow_base + 1:]
-        kept = 0
-        while kept < min(len(since), len(self._shadow)) and since[kept] == self._shadow[kept]:
-            kept += 1
-        if kept == len(since) < len(self._shadow):
-            return  # all right so far: not decided yet
-        self._learn(len(self._shadow), kept)
-        self._shadow = []
+    def _check_shadows(self, tokens: list[int]) -> None:
+        pending = []
+        for shadow in self._shadows:
+            draft = shadow.draft
+            since = tokens[shadow.base + 1:]
+            kept = 0
+            while kept < min(len(since), len(draft)) and since[kept] == draft[kept]:
+                kept += 1
+            if kept == len(since) < len(draft):
+                pending.append(shadow)  # all right so far: not decided yet
+                continue
+            self._learn(len(draft), kept, shadow.whole)
+            if kept:
+                self._place = shadow.place
+        self._shadows = pending
 
-    def _learn(self, drafted: int, kept: int) -> None:
-        # Positions after the first rejected one were never checked.
-        checked = kept + (1 if kept < drafted else 0)
-        self._checked = self._checked * ODDS_DECAY + checked
-        self._kept = self._kept * ODDS_DECAY + kept
+    def _learn(self, drafted: int, kept: int, whole: int) -> None:
+        """Counts a checked draft in the record of the state (`whole`) it was made in."""
+        self._depths[whole].learn(drafted, kept)
+        self._whole = int(kept == drafted)
 
     def settle(self, kept: int) -> None:
         self.drafted += len(self.draft)
         self.accepted += kept
-        self._learn(len(self.draft), kept)
+        self._learn(len(self.draft), kept, self._whole)
         if kept:
+            self._place = self._draft_place
             self._misses = 0
         else:
             self._misses += 1
@@ -276,7 +219,7 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
         if spec.by_model:
             k = spec.wants(slot.tokens, fits)
             if k > 0 and not spec.forced:  # decided before the draft model spends anything
-                k = state.cost.best(len(decoding), k, spec.odds)
+                k = state.cost.best(len(decoding), k, spec.reach(k))
             if k > 0:
                 by_model.append((seq, k))
         elif spec.propose(slot.tokens, fits) and (

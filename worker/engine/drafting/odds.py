@@ -1,0 +1,96 @@
+"""Whether a draft pays on this runner: what a step costs by its shape (DraftCost, measured on
+the runner's own decodes) against how much of a sequence's drafts gets kept (KeptDepth)."""
+
+from __future__ import annotations
+
+import time
+
+MARGIN = 1.1  # a draft must promise this many times a plain step's tokens per second
+# How much of a sequence's record each checked draft leaves standing: a text's predictable
+# stretches come and go, and the estimate follows them (0.95 followed too slowly).
+ODDS_DECAY = 0.8
+_EMA = 0.2
+
+
+def _ema(old: float, new: float) -> float:
+    return new if old <= 0 else old + _EMA * (new - old)
+
+
+class DraftCost:
+    """What drafted tokens cost on this runner, from its own decodes: the time of a step by its
+    decoding sequences and drafted tokens. Measured rather than modelled: on a CPU the cost
+    depends on the batch's shape far more than on its length (one sequence's 2 tokens cost what
+    4 do, 9 what 12 do; bench/RESULTS.md); on a GPU drafted tokens add almost nothing."""
+
+    def __init__(self) -> None:
+        self.step_ns: dict[tuple[int, int], float] = {}  # (sequences, drafted tokens) -> ns
+        self._t0 = 0
+        self._key = (0, 0)
+
+    def best(self, seqs: int, longest: int, reach: list[float]) -> int:
+        """The draft length, at most `longest` per sequence, that yields the most tokens per
+        second when a draft's first j tokens are all kept with probability reach[j - 1]
+        (KeptDepth.reach): 0 where no draft beats a plain step. A plain step is measured first
+        (0), then an unmeasured draft length is tried (`longest`)."""
+        plain = self.step_ns.get((seqs, 0))
+        if not plain:
+            return 0
+        if (seqs, seqs * longest) not in self.step_ns:
+            return longest
+        # A margin: the reach is an estimate, and a draft that only just pays on paper loses
+        # whenever it is a little optimistic.
+        best, rate = 0, MARGIN / plain
+        tokens = 1.0  # expected tokens out of a step with a d-token draft
+        for d in range(1, min(longest, len(reach)) + 1):
+            tokens += reach[d - 1]
+            ns = self.step_ns.get((seqs, seqs * d))
+            if ns and tokens / ns > rate:
+                best, rate = d, tokens / ns
+        return best
+
+    def started(self, seqs: int, drafted: int, clean: bool, spent_ns: int = 0) -> None:
+        """A step begins; `spent_ns` of it went before (a draft model's decodes)."""
+        # Only decodes without prefill chunks measure anything: those cost what the chunk costs.
+        self._t0 = time.perf_counter_ns() - spent_ns if clean and seqs else 0
+        self._key = (seqs, drafted)
+
+    def decoded(self, now: int) -> None:
+        if self._t0:
+            self.step_ns[self._key] = _ema(self.step_ns.get(self._key, 0.0), now - self._t0)
+        self._t0 = 0
+
+
+class KeptDepth:
+    """How deep a sequence's drafts get kept: for each depth j, the decayed share of the drafts
+    that had a j-th token whose first j tokens were all kept. Counted per depth, not as one
+    chance per token: drafts are mostly kept whole (a copied stretch) or hardly at all (the
+    answer changed a word), which a per-token chance (0.6 for the rewrite in bench/RESULTS.md)
+    reads as "never pays" where half the drafts were kept whole."""
+
+    def __init__(self) -> None:
+        # Before anything is checked: each token kept with odds 1/2, worth one draft.
+        self._had: list[float] = []
+        self._kept: list[float] = []
+
+    def _grow(self, depth: int) -> None:
+        while len(self._had) < depth:
+            self._had.append(1.0)
+            self._kept.append(0.5 ** len(self._had))
+
+    def learn(self, drafted: int, kept: int) -> None:
+        """Counts a checked draft: `kept` of its `drafted` tokens, in order, were kept."""
+        self._grow(drafted)
+        for j in range(drafted):
+            self._had[j] = self._had[j] * ODDS_DECAY + 1.0
+            self._kept[j] = self._kept[j] * ODDS_DECAY + (1.0 if j < kept else 0.0)
+
+    def reach(self, longest: int) -> list[float]:
+        """reach[j - 1]: the chance that a draft's first j tokens are all kept, j <= longest."""
+        self._grow(longest)
+        out: list[float] = []
+        last = 1.0
+        for j in range(longest):
+            # Never more likely than a shallower depth: the counts behind each differ.
+            last = min(last, self._kept[j] / self._had[j])
+            out.append(last)
+        return out
