@@ -1,8 +1,8 @@
 """Speculative decoding by prompt lookup, the engine alone (no HTTP, no ZeroMQ): single-stream
-decode tok/s with drafts off (draft_num_predict 0), where they pay (-1, "auto") and forced (7), on workloads that repeat
-their input (rewrite, correct or summarise a text, comment code) and on ones that do not: an
-explanation at temperature 0 and a seeded story at 0.8 (SmolLM2 135M's greedy stories fall
-into loops, on which drafts win).
+decode tok/s with drafts off (draft_num_predict 0), where they pay (-1, "auto") and forced (7),
+on workloads that repeat their input (rewrite, correct or summarise a text, comment code) and
+on ones that do not: an explanation at temperature 0 and a seeded story at 0.8 (SmolLM2 135M's
+greedy stories fall into loops, on which drafts win).
 
 Every repeat runs each workload off and on back to back, alternating which goes first, so that
 the shared machine's load falls on both alike; the figures are medians over the repeats. Greedy
