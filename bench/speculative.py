@@ -126,9 +126,10 @@ class Run:
         return rate, cpu_rate, "".join(o.text for o in outs), steps, counts[0], counts[1]
 
 
-def probe(engine, sizes: list[int], repeats: int = 7) -> None:
+def probe(engine, sizes: list[int], repeats: int = 7) -> list[float]:
     """What a decode of n tokens of one sequence costs (all with logits, as drafts are): the
-    number that decides whether verifying drafts can pay on this machine at all."""
+    number that decides whether verifying drafts can pay on this machine at all. Prints min /
+    median ms per n; returns the minimums (the least disturbed by other programs)."""
     import llama_cpp as L
 
     ctx, batch = engine.ctx, engine._batch
@@ -143,7 +144,7 @@ def probe(engine, sizes: list[int], repeats: int = 7) -> None:
 
     L.llama_memory_seq_rm(ctx.memory, 0, 0, -1)
     decode(tokens[:200], 0, False)
-    cells = []
+    cells, mins = [], []
     for n in sizes:
         times = []
         for _ in range(repeats):
@@ -151,10 +152,12 @@ def probe(engine, sizes: list[int], repeats: int = 7) -> None:
             decode(tokens[200:200 + n], 200, True)
             times.append(time.perf_counter() - t)
             L.llama_memory_seq_rm(ctx.memory, 0, 200, -1)
-        cells.append(f"{n}: {1000 * min(times):.1f} / {1000 * statistics.median(times):.1f}")
+        mins.append(1000 * min(times))
+        cells.append(f"{n}: {mins[-1]:.1f} / {1000 * statistics.median(times):.1f}")
     L.llama_memory_seq_rm(ctx.memory, 0, 0, -1)
     engine._slots[0].tokens.clear()
     print("decode of n tokens, ms (min / median): " + ", ".join(cells))
+    return mins
 
 
 def main() -> int:

@@ -187,10 +187,11 @@ def test_default_drafts_only_where_they_pay() -> None:
     step(1, 0, 6.0)  # a plain step: 1 token in 6 ms
     assert cost.best(1, 7, _per_token(0.5)) == 7  # then the draft, to measure it
     step(1, 7, 7.0)  # a GPU: 7 drafted tokens add 1 ms
-    assert cost.best(1, 7, _per_token(0.5)) == 7
+    assert cost.best(1, 7, _per_token(0.5)) > 0  # drafts pay
     cost = odds.DraftCost()
-    step(1, 0, 6.0)  # this CPU: 8 rows cost 4.4 steps, 4 rows 2.8 (bench/RESULTS.md)
-    step(1, 3, 17.0)
+    step(1, 0, 6.0)  # this CPU: 8 rows cost 4.5 plain steps, 4 rows 2.8 (bench/RESULTS.md)
+    for drafted, ms in ((1, 12.2), (2, 15.0), (3, 17.0), (4, 24.0), (5, 25.0), (6, 27.0)):
+        step(1, drafted, ms)
     for _ in range(30):
         step(1, 7, 27.0)
     assert cost.best(1, 7, _per_token(0.5)) == 0  # half the drafts kept: a plain step is faster
@@ -199,6 +200,17 @@ def test_default_drafts_only_where_they_pay() -> None:
     assert cost.best(4, 7, _per_token(0.97)) == 0  # four sequences in a step are measured apart
     step(1, 7, 1.0, clean=False)  # a step with a prefill chunk in it measures nothing
     assert cost.best(1, 7, _per_token(0.5)) == 0
+
+
+def test_a_length_not_measured_yet_is_costed_on_the_line_and_tried() -> None:
+    cost = odds.DraftCost()
+    cost.step_ns = {(1, 0): 6e6, (1, 7): 27e6}  # a CPU: 8 rows cost 4.5 plain steps
+    # On the line from 6 to 27 ms, 2 drafted tokens would cost 12 ms: the best rate at these odds.
+    assert cost.best(1, 7, _per_token(0.85)) == 2
+    cost.step_ns[(1, 2)] = 18e6  # tried: worse than the line said
+    assert cost.best(1, 7, _per_token(0.85)) == 3  # the next best on the line, to be tried
+    cost.step_ns.update({(1, d): 6e6 * (d + 1) for d in (1, 3, 4, 5, 6)})  # all as bad
+    assert cost.best(1, 7, _per_token(0.85)) == 0  # measured, none pays
 
 
 def test_a_held_back_draft_is_checked_against_what_came_instead() -> None:
@@ -215,3 +227,24 @@ def test_a_held_back_draft_is_checked_against_what_came_instead() -> None:
     # Learnt without a drafted decode, in the record of drafts made after a miss (the state the
     # held-back draft was made in).
     assert all(a > b for a, b in zip(spec._depths[0].reach(6), before))
+
+
+def test_a_draft_cut_short_and_kept_whole_is_checked_to_its_proposals_end() -> None:
+    spec = speculative.Speculation(7)
+    cost = odds.DraftCost()
+    # Only a 2-token draft pays here, so the 6-token proposal is cut to 2.
+    cost.step_ns = {(1, 0): 6e6, (1, 1): 12e6, (1, 2): 7e6, (1, 3): 40e6, (1, 4): 50e6,
+                    (1, 5): 55e6, (1, 6): 60e6}
+    tokens = [1, 2, 3, 4, 5, 9, 1, 2, 3]
+    assert spec.propose(tokens, 100) == [4, 5, 9, 1, 2, 3]
+    assert spec.worth(cost, 1) and spec.draft == [4, 5]
+    before = spec._depths[0].reach(6)
+    spec.settle(2)  # both kept
+    assert spec._whole == 1  # the state is the decoded draft's: kept whole
+    assert spec._depths[0].reach(6) == before  # how far the proposal went is not known yet
+    tokens += [4, 5]
+    for token in (9, 1, 2, 3):  # the text went on as the whole proposal said
+        tokens.append(token)
+        spec.propose(tokens, 100)
+    after = spec._depths[0].reach(6)
+    assert after[5] > before[5]  # the cut part counts as kept: longer drafts would have paid

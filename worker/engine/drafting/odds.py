@@ -31,11 +31,12 @@ class DraftCost:
         """The draft length, at most `longest` per sequence, that yields the most tokens per
         second when a draft's first j tokens are all kept with probability reach[j - 1]
         (KeptDepth.reach): 0 where no draft beats a plain step. A plain step is measured first
-        (0), then an unmeasured draft length is tried (`longest`)."""
+        (0), then the longest draft (`longest`)."""
         plain = self.step_ns.get((seqs, 0))
         if not plain:
             return 0
-        if (seqs, seqs * longest) not in self.step_ns:
+        top = self.step_ns.get((seqs, seqs * longest))
+        if top is None:
             return longest
         # A margin: the reach is an estimate, and a draft that only just pays on paper loses
         # whenever it is a little optimistic.
@@ -43,8 +44,11 @@ class DraftCost:
         tokens = 1.0  # expected tokens out of a step with a d-token draft
         for d in range(1, min(longest, len(reach)) + 1):
             tokens += reach[d - 1]
-            ns = self.step_ns.get((seqs, seqs * d))
-            if ns and tokens / ns > rate:
+            # A length not measured yet is costed on the line from a plain step to the longest
+            # draft: where that says it pays best it is tried, and measured from then on (on a
+            # CPU the shape matters: 4 rows can cost less than 3).
+            ns = self.step_ns.get((seqs, seqs * d)) or plain + (top - plain) * d / longest
+            if tokens / ns > rate:
                 best, rate = d, tokens / ns
         return best
 

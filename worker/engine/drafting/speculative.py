@@ -56,6 +56,9 @@ class _Shadow(NamedTuple):
     base: int  # the KV position of the token it continued
     place: tuple[int, int]  # where it was copied from (Speculation._place)
     whole: int  # the state it was drafted in (Speculation._whole)
+    # A proposal cut short whose decoded part was kept whole: the rest is checked as the text
+    # goes on (else the record never learns that longer drafts would have paid too).
+    tail: bool = False
 
 
 class Speculation:
@@ -68,6 +71,7 @@ class Speculation:
         self.by_model = by_model  # the runner's draft model proposes (draft_model.py)
         self.index = NgramIndex()
         self.draft: list[int] = []
+        self._proposal: list[int] = []  # the draft before worth() cut it
         self.base = 0  # the KV position of the token the draft continues
         # Where the sequence is in the text it copies: the history position that a token
         # generated at position `_place[0]` was expected to repeat. A draft's place counts once
@@ -91,6 +95,7 @@ class Speculation:
     def wants(self, tokens: list[int], room: int) -> int:
         """How many tokens to draft after tokens[-1] (the token decoded now): 0 for none."""
         self.draft = []
+        self._proposal = []
         self.base = len(tokens) - 1
         if self._cooldown > 0:
             self._cooldown -= 1
@@ -126,7 +131,7 @@ class Speculation:
         d = cost.best(seqs, len(self.draft), self.reach(len(self.draft)))
         if d == 0 and len(self._shadows) < MAX_SHADOWS:
             self._shadows.append(_Shadow(self.draft, self.base, self._draft_place, self._whole))
-        self.draft = self.draft[:d]
+        self._proposal, self.draft = self.draft, self.draft[:d]
         return bool(self.draft)
 
     def _check_shadows(self, tokens: list[int]) -> None:
@@ -140,9 +145,11 @@ class Speculation:
             if kept == len(since) < len(draft):
                 pending.append(shadow)  # all right so far: not decided yet
                 continue
-            self._learn(len(draft), kept, shadow.whole)
-            if kept:
-                self._place = shadow.place
+            self._depths[shadow.whole].learn(len(draft), kept)
+            if not shadow.tail:  # a held-back draft: the last one checked now
+                self._whole = int(kept == len(draft))
+                if kept:
+                    self._place = shadow.place
         self._shadows = pending
 
     def _learn(self, drafted: int, kept: int, whole: int) -> None:
@@ -153,7 +160,16 @@ class Speculation:
     def settle(self, kept: int) -> None:
         self.drafted += len(self.draft)
         self.accepted += kept
-        self._learn(len(self.draft), kept, self._whole)
+        proposal = self._proposal if len(self._proposal) > len(self.draft) else self.draft
+        if kept == len(self.draft) < len(proposal) and len(self._shadows) < MAX_SHADOWS:
+            # Kept whole, but cut short: the record counts the whole proposal once the text
+            # shows how far it went; the state is this draft's.
+            self._shadows.append(_Shadow(proposal, self.base, self._draft_place, self._whole,
+                                         tail=True))
+            self._whole = 1
+        else:
+            # A rejected token ends the proposal's run too: what the cut left out was not kept.
+            self._learn(len(proposal), kept, self._whole)
         if kept:
             self._place = self._draft_place
             self._misses = 0
