@@ -34,7 +34,8 @@ class TableCost(odds.DraftCost):
     def __init__(self, table_ms: list[float]) -> None:
         super().__init__()
         self.table = table_ms
-        self.step_ns = {(1, d): ms * 1e6 for d, ms in enumerate(table_ms)}
+        self.step_cost = {(1, d): ms / table_ms[0] for d, ms in enumerate(table_ms)}
+        self.step_cost[(1, 0)] = table_ms[0] * 1e6
         self.charged_ms = 0.0
         self._pending = -1
 

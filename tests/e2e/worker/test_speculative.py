@@ -202,21 +202,37 @@ def test_default_drafts_only_where_they_pay() -> None:
     assert cost.best(1, 7, _per_token(0.5)) == 0
 
 
+def test_a_draft_measured_while_the_machine_was_busy_is_not_condemned() -> None:
+    cost = odds.DraftCost()
+
+    def step(drafted: int, ms: float) -> None:
+        cost.started(1, drafted, True)
+        cost.decoded(cost._t0 + int(ms * 1e6))
+
+    for _ in range(20):
+        step(0, 12.0)  # busy: a plain step takes 12 ms
+    step(7, 24.0)  # and the draft 24: two plain steps' worth
+    for _ in range(20):
+        step(0, 6.0)  # quiet again
+    # Two plain steps for 4.5 expected tokens pays, though 24 ms is 4 of today's plain steps.
+    assert cost.best(1, 7, [0.9, 0.8, 0.7, 0.6, 0.55, 0.5, 0.45]) == 7
+
+
 def test_a_length_not_measured_yet_is_costed_on_the_line_and_tried() -> None:
     cost = odds.DraftCost()
-    cost.step_ns = {(1, 0): 6e6, (1, 7): 27e6}  # a CPU: 8 rows cost 4.5 plain steps
-    # On the line from 6 to 27 ms, 2 drafted tokens would cost 12 ms: the best rate at these odds.
+    cost.step_cost = {(1, 0): 6e6, (1, 7): 4.5}  # a CPU: 8 rows cost 4.5 plain steps
+    # On the line from 1 to 4.5 plain steps, 2 drafted tokens would cost 2: the best rate here.
     assert cost.best(1, 7, _per_token(0.85)) == 2
-    cost.step_ns[(1, 2)] = 18e6  # tried: worse than the line said
+    cost.step_cost[(1, 2)] = 3.0  # tried: worse than the line said
     assert cost.best(1, 7, _per_token(0.85)) == 3  # the next best on the line, to be tried
-    cost.step_ns.update({(1, d): 6e6 * (d + 1) for d in (1, 3, 4, 5, 6)})  # all as bad
+    cost.step_cost.update({(1, d): d + 1.0 for d in (1, 3, 4, 5, 6)})  # all as bad
     assert cost.best(1, 7, _per_token(0.85)) == 0  # measured, none pays
 
 
 def test_a_held_back_draft_is_checked_against_what_came_instead() -> None:
     spec = speculative.Speculation(7)
     cost = odds.DraftCost()
-    cost.step_ns = {(1, 0): 6e6, (1, 6): 26e6}
+    cost.step_cost = {(1, 0): 6e6, (1, 6): 26 / 6}
     tokens = [1, 2, 3, 4, 5, 9, 1, 2, 3]
     assert spec.propose(tokens, 100) == [4, 5, 9, 1, 2, 3]
     assert not spec.worth(cost, 1) and spec.draft == []  # at the prior odds it does not pay
@@ -233,8 +249,8 @@ def test_a_draft_cut_short_and_kept_whole_is_checked_to_its_proposals_end() -> N
     spec = speculative.Speculation(7)
     cost = odds.DraftCost()
     # Only a 2-token draft pays here, so the 6-token proposal is cut to 2.
-    cost.step_ns = {(1, 0): 6e6, (1, 1): 12e6, (1, 2): 7e6, (1, 3): 40e6, (1, 4): 50e6,
-                    (1, 5): 55e6, (1, 6): 60e6}
+    cost.step_cost = {(1, 0): 6e6, (1, 1): 2.0, (1, 2): 7 / 6, (1, 3): 7.0, (1, 4): 8.0,
+                      (1, 5): 9.0, (1, 6): 10.0}
     tokens = [1, 2, 3, 4, 5, 9, 1, 2, 3]
     assert spec.propose(tokens, 100) == [4, 5, 9, 1, 2, 3]
     assert spec.worth(cost, 1) and spec.draft == [4, 5]

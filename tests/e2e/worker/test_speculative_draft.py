@@ -121,9 +121,10 @@ def test_draft_num_predict_minus_one_runs_the_draft_model_only_where_it_pays(
     """-1 is "where it pays" for a draft model too, decided before the draft decodes: with the
     step times a CPU gives it never runs, with a GPU's it does (and answers the same)."""
     with _engine(tiny_gguf, tiny_gguf) as engine:
-        plain_ns, drafted_ns = 6e6, (7e6 if drafts_pay else 60e6)
-        speculative._engine(engine).cost.step_ns = {
-            (1, 0): plain_ns, **{(1, d): drafted_ns for d in range(1, 5)}}
+        # A drafted step costs 7/6 of a plain one (a GPU) or 10 plain ones.
+        drafted = 7 / 6 if drafts_pay else 10.0
+        speculative._engine(engine).cost.step_cost = {
+            (1, 0): 6e6, **{(1, d): drafted for d in range(1, 5)}}
         outputs: dict[int, list[RequestOutput]] = {}
         engine._emit = lambda _, outs: [outputs.setdefault(o.req_id, []).append(o) for o in outs]
         engine.submit(b"c", Submit(1, SamplingParams(temperature=0.0, num_predict=20,

@@ -17,39 +17,41 @@ def _ema(old: float, new: float) -> float:
 
 
 class DraftCost:
-    """What drafted tokens cost on this runner, from its own decodes: the time of a step by its
-    decoding sequences and drafted tokens. Measured rather than modelled: on a CPU the cost
-    depends on the batch's shape far more than on its length (one sequence's 2 tokens cost what
-    4 do, 9 what 12 do; bench/RESULTS.md); on a GPU drafted tokens add almost nothing."""
+    """What drafted tokens cost on this runner, from its own decodes: a plain step's time by its
+    decoding sequences, and a drafted step's in plain steps of the same moment. Measured rather
+    than modelled: on a CPU the cost depends on the batch's shape far more than on its length
+    (one sequence's 2 tokens cost what 4 do, 9 what 12 do; bench/RESULTS.md); on a GPU drafted
+    tokens add almost nothing. Relative, because a shape is measured only while it is chosen:
+    an absolute time taken while the machine was busy would condemn it for good."""
 
     def __init__(self) -> None:
-        self.step_ns: dict[tuple[int, int], float] = {}  # (sequences, drafted tokens) -> ns
+        # (sequences, 0) -> ns of a plain step; (sequences, drafted tokens) -> plain steps
+        self.step_cost: dict[tuple[int, int], float] = {}
         self._t0 = 0
         self._key = (0, 0)
 
     def best(self, seqs: int, longest: int, reach: list[float]) -> int:
         """The draft length, at most `longest` per sequence, that yields the most tokens per
-        second when a draft's first j tokens are all kept with probability reach[j - 1]
+        step when a draft's first j tokens are all kept with probability reach[j - 1]
         (KeptDepth.reach): 0 where no draft beats a plain step. A plain step is measured first
         (0), then the longest draft (`longest`)."""
-        plain = self.step_ns.get((seqs, 0))
-        if not plain:
+        if (seqs, 0) not in self.step_cost:
             return 0
-        top = self.step_ns.get((seqs, seqs * longest))
+        top = self.step_cost.get((seqs, seqs * longest))
         if top is None:
             return longest
         # A margin: the reach is an estimate, and a draft that only just pays on paper loses
         # whenever it is a little optimistic.
-        best, rate = 0, MARGIN / plain
+        best, rate = 0, MARGIN
         tokens = 1.0  # expected tokens out of a step with a d-token draft
         for d in range(1, min(longest, len(reach)) + 1):
             tokens += reach[d - 1]
             # A length not measured yet is costed on the line from a plain step to the longest
             # draft: where that says it pays best it is tried, and measured from then on (on a
             # CPU the shape matters: 4 rows can cost less than 3).
-            ns = self.step_ns.get((seqs, seqs * d)) or plain + (top - plain) * d / longest
-            if tokens / ns > rate:
-                best, rate = d, tokens / ns
+            cost = self.step_cost.get((seqs, seqs * d)) or 1.0 + (top - 1.0) * d / longest
+            if tokens / cost > rate:
+                best, rate = d, tokens / cost
         return best
 
     def started(self, seqs: int, drafted: int, clean: bool, spent_ns: int = 0) -> None:
@@ -60,7 +62,12 @@ class DraftCost:
 
     def decoded(self, now: int) -> None:
         if self._t0:
-            self.step_ns[self._key] = _ema(self.step_ns.get(self._key, 0.0), now - self._t0)
+            ns, key = now - self._t0, self._key
+            plain = self.step_cost.get((key[0], 0))
+            if key[1] == 0:
+                self.step_cost[key] = _ema(plain or 0.0, ns)
+            elif plain:
+                self.step_cost[key] = _ema(self.step_cost.get(key, 0.0), ns / plain)
         self._t0 = 0
 
 
