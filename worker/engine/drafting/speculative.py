@@ -86,8 +86,8 @@ class Speculation:
         self._depths = (KeptDepth(), KeptDepth())  # after a draft not kept whole / kept whole
         self._whole = 0  # whether the last checked draft was kept whole
         # Drafts the cost held back, checked against what the sequence then generated: the
-        # record stays measured for free while the sequence does not draft. Each step's: one
-        # at a time learnt a copied stretch only after it was over (bench/RESULTS.md).
+        # record stays measured for free while the sequence does not draft. Up to MAX_SHADOWS
+        # at once: with one at a time, a copied stretch was learnt only once it was over.
         self._shadows: list[_Shadow] = []
         self.drafted = 0  # counters for the benchmark and the tests
         self.accepted = 0
