@@ -75,8 +75,8 @@ class KeptDepth:
     """How deep a sequence's drafts get kept: for each depth j, the decayed share of the drafts
     that had a j-th token whose first j tokens were all kept. Counted per depth, not as one
     chance per token: drafts are mostly kept whole (a copied stretch) or hardly at all (the
-    answer changed a word), which a per-token chance (0.6 for the rewrite in bench/RESULTS.md)
-    reads as "never pays" where half the drafts were kept whole."""
+    answer changed a word; 7 and 5 of the rewrite's 17 in bench/RESULTS.md), a mix no single
+    per-token chance describes: it over-rates short drafts and under-rates long ones."""
 
     def __init__(self) -> None:
         # Before anything is checked: each token kept with odds 1/2, worth one draft.
