@@ -10,7 +10,7 @@ and seeded answers must be identical off and on: the script says so per workload
 not).
 
 usage: python bench/speculative.py [--repeats 5] [--tokens 200] [--threads N] [--probe]
-                                   [--model-path PATH]
+                                   [--invariance 100,248,300] [--model-path PATH]
 """
 
 from __future__ import annotations
@@ -160,6 +160,51 @@ def probe(engine, sizes: list[int], repeats: int = 7) -> list[float]:
     return mins
 
 
+def invariance(engine, starts: list[int], n: int = 8) -> None:
+    """Whether a decode's logits depend on the batch's shape: the same n tokens after a prefix of
+    `start` tokens decoded one at a time, again one at a time (the same shape twice), and as one
+    batch of n; prints the largest logit difference per position and whether the argmax agrees."""
+    import ctypes
+
+    import llama_cpp as L
+    import numpy as np
+
+    ctx, batch = engine.ctx, engine._batch
+    tokens = engine.model.tokenize(TEXT * 12, add_special=True, parse_special=False)
+    vocab = engine.model.n_vocab
+    assert len(tokens) >= max(starts) + n, len(tokens)
+
+    def decode(toks: list[int], pos0: int, logits: bool) -> list:
+        for i, t in enumerate(toks):
+            engine._put(i, t, pos0 + i, 0, logits or i == len(toks) - 1)
+        batch.n_tokens = len(toks)
+        assert L.llama_decode(ctx.ptr, batch) == 0
+        if not logits:
+            return []
+        return [np.ctypeslib.as_array(ctypes.cast(L.llama_get_logits_ith(ctx.ptr, i),
+                                                  ctypes.POINTER(ctypes.c_float)),
+                                      shape=(vocab,)).copy() for i in range(len(toks))]
+
+    for start in starts:
+        L.llama_memory_seq_rm(ctx.memory, 0, 0, -1)
+        for at in range(0, start, 256):  # the prefix in chunks a batch takes
+            decode(tokens[at:min(start, at + 256)], at, False)
+        singles = []
+        for _ in range(2):
+            singles.append([decode([tokens[start + i]], start + i, True)[0] for i in range(n)])
+            L.llama_memory_seq_rm(ctx.memory, 0, start, -1)
+        batched = decode(tokens[start:start + n], start, True)
+        L.llama_memory_seq_rm(ctx.memory, 0, start, -1)
+        twice = max(float(np.max(np.abs(a - b))) for a, b in zip(*singles))
+        diffs = " ".join(f"{float(np.max(np.abs(a - b))):.2f}" for a, b in zip(singles[0], batched))
+        same = sum(int(np.argmax(a)) == int(np.argmax(b)) for a, b in zip(singles[0], batched))
+        print(f"positions {start}..{start + n - 1}: one at a time twice, max diff {twice:.2f}; "
+              f"one at a time vs one batch, max diff per position {diffs}; argmax agrees "
+              f"{same}/{n}")
+    L.llama_memory_seq_rm(ctx.memory, 0, 0, -1)
+    engine._slots[0].tokens.clear()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
@@ -168,6 +213,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: its choice)")
     ap.add_argument("--probe", action="store_true", help="only time decodes of n tokens")
     ap.add_argument("--probe-sizes", default="1,2,3,5,9", help="the n of --probe")
+    ap.add_argument("--invariance", default="", metavar="START,...",
+                    help="only compare logits of 8 tokens after START cached ones, decoded one "
+                         "at a time and as one batch")
     ap.add_argument("--no-forced", action="store_true", help="only off and the default")
     ap.add_argument("--forced-draft", type=int, default=0,
                     help="draft_num_predict of the forced mode (0: the engine's default)")
@@ -179,6 +227,10 @@ def main() -> int:
     _, engine = load_engine(spec, lambda *_: None, args.model_path)
     if args.probe:
         probe(engine, [int(n) for n in args.probe_sizes.split(",")])
+        engine.close()
+        return 0
+    if args.invariance:
+        invariance(engine, [int(n) for n in args.invariance.split(",")])
         engine.close()
         return 0
     run = Run(engine, args.tokens)
