@@ -145,9 +145,10 @@ class Speculation:
             if kept == len(since) < len(draft):
                 pending.append(shadow)  # all right so far: not decided yet
                 continue
-            self._depths[shadow.whole].learn(len(draft), kept)
-            if not shadow.tail:  # a held-back draft: the last one checked now
-                self._whole = int(kept == len(draft))
+            if shadow.tail:  # the state stays the decoded draft's
+                self._depths[shadow.whole].learn(len(draft), kept)
+            else:  # a held-back draft: the last one checked now
+                self._learn(len(draft), kept, shadow.whole)
                 if kept:
                     self._place = shadow.place
         self._shadows = pending
