@@ -126,30 +126,33 @@ class Run:
         return rate, cpu_rate, "".join(o.text for o in outs), steps, counts[0], counts[1]
 
 
+def decode_one(engine, toks: list[int], pos0: int, all_logits: bool) -> None:
+    """One llama_decode of seq 0's tokens from position pos0 (logits for all, or the last)."""
+    import llama_cpp as L
+
+    for i, t in enumerate(toks):
+        engine._put(i, t, pos0 + i, 0, all_logits or i == len(toks) - 1)
+    engine._batch.n_tokens = len(toks)
+    assert L.llama_decode(engine.ctx.ptr, engine._batch) == 0
+
+
 def probe(engine, sizes: list[int], repeats: int = 7) -> list[float]:
     """What a decode of n tokens of one sequence costs (all with logits, as drafts are): the
     number that decides whether verifying drafts can pay on this machine at all. Prints min /
     median ms per n; returns the minimums (the least disturbed by other programs)."""
     import llama_cpp as L
 
-    ctx, batch = engine.ctx, engine._batch
+    ctx = engine.ctx
     tokens = engine.model.tokenize(TEXT * 3, add_special=True, parse_special=False)
     assert len(tokens) >= 200 + max(sizes), len(tokens)
-
-    def decode(toks: list[int], pos0: int, all_logits: bool) -> None:
-        for i, t in enumerate(toks):
-            engine._put(i, t, pos0 + i, 0, all_logits or i == len(toks) - 1)
-        batch.n_tokens = len(toks)
-        assert L.llama_decode(ctx.ptr, batch) == 0
-
     L.llama_memory_seq_rm(ctx.memory, 0, 0, -1)
-    decode(tokens[:200], 0, False)
+    decode_one(engine, tokens[:200], 0, False)
     cells, mins = [], []
     for n in sizes:
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            decode(tokens[200:200 + n], 200, True)
+            decode_one(engine, tokens[200:200 + n], 200, True)
             times.append(time.perf_counter() - t)
             L.llama_memory_seq_rm(ctx.memory, 0, 200, -1)
         mins.append(1000 * min(times))
@@ -169,18 +172,13 @@ def invariance(engine, starts: list[int], n: int = 8) -> None:
     import llama_cpp as L
     import numpy as np
 
-    ctx, batch = engine.ctx, engine._batch
+    ctx = engine.ctx
     tokens = engine.model.tokenize(TEXT * 12, add_special=True, parse_special=False)
     vocab = engine.model.n_vocab
     assert len(tokens) >= max(starts) + n, len(tokens)
 
-    def decode(toks: list[int], pos0: int, logits: bool) -> list:
-        for i, t in enumerate(toks):
-            engine._put(i, t, pos0 + i, 0, logits or i == len(toks) - 1)
-        batch.n_tokens = len(toks)
-        assert L.llama_decode(ctx.ptr, batch) == 0
-        if not logits:
-            return []
+    def decode(toks: list[int], pos0: int) -> list:
+        decode_one(engine, toks, pos0, True)
         return [np.ctypeslib.as_array(ctypes.cast(L.llama_get_logits_ith(ctx.ptr, i),
                                                   ctypes.POINTER(ctypes.c_float)),
                                       shape=(vocab,)).copy() for i in range(len(toks))]
@@ -188,12 +186,12 @@ def invariance(engine, starts: list[int], n: int = 8) -> None:
     for start in starts:
         L.llama_memory_seq_rm(ctx.memory, 0, 0, -1)
         for at in range(0, start, 256):  # the prefix in chunks a batch takes
-            decode(tokens[at:min(start, at + 256)], at, False)
+            decode_one(engine, tokens[at:min(start, at + 256)], at, False)
         singles = []
         for _ in range(2):
-            singles.append([decode([tokens[start + i]], start + i, True)[0] for i in range(n)])
+            singles.append([decode([tokens[start + i]], start + i)[0] for i in range(n)])
             L.llama_memory_seq_rm(ctx.memory, 0, start, -1)
-        batched = decode(tokens[start:start + n], start, True)
+        batched = decode(tokens[start:start + n], start)
         L.llama_memory_seq_rm(ctx.memory, 0, start, -1)
         twice = max(float(np.max(np.abs(a - b))) for a, b in zip(*singles))
         diffs = " ".join(f"{float(np.max(np.abs(a - b))):.2f}" for a, b in zip(singles[0], batched))

@@ -15,13 +15,30 @@ END = [50]
 PROMPT = SOURCE + PAD + OTHER + END
 
 
+def _draft(index: ngrams.NgramIndex, k: int, near: int | None = None) -> list[int]:
+    """Up to k tokens from where the index says a draft starts."""
+    start = index.find(near)
+    return [] if start is None else index.history[start:start + k]
+
+
+def test_ngram_index_drafts_the_latest_continuation() -> None:
+    index = ngrams.NgramIndex()
+    index.sync([1, 2, 3, 4, 9, 2, 3, 5, 6, 2, 3])
+    assert _draft(index, 4) == [5, 6, 2, 3]  # [2, 3] was last followed by 5
+    index.sync([1, 2, 3, 4, 9, 2, 3, 5, 6, 2, 3, 7])
+    assert _draft(index, 4) == []
+    index = ngrams.NgramIndex()
+    index.sync([1, 2, 3, 4, 9, 2, 3, 5, 6, 1, 2, 3])
+    assert _draft(index, 3) == [4, 9, 2]  # the 3-gram [1, 2, 3] beats the 2-gram [2, 3]
+
+
 def test_one_token_near_the_place_finds_the_text_again() -> None:
     index = ngrams.NgramIndex()
     # The answer copied 1 2 3, wrote 99 for 4, then 6: the 2-gram (99, 6) occurs nowhere.
     index.sync(PROMPT + [1, 2, 3, 99, 6])
     assert index.find() is None  # without a place, one token is not enough
     assert index.find(near=5) == 6  # near where 6 stood, 6 occurs once: 7 follows it
-    assert index.propose(3, near=5) == [7, 8, 9]
+    assert _draft(index, 3, near=5) == [7, 8, 9]
     # Far from the place, the same token is not taken.
     assert index.find(near=6 + ngrams.NEAR_AHEAD + 8) is None
 

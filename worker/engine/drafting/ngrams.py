@@ -61,11 +61,6 @@ class NgramIndex:
                 return starts[-1]
         return None
 
-    def propose(self, k: int, near: int | None = None) -> list[int]:
-        """Up to k tokens from where find() says."""
-        start = self.find(near)
-        return [] if start is None else self.history[start:start + k]
-
 
 def _between(starts: list[int], lo: int, hi: int) -> list[int]:
     """The elements of the ascending `starts` from lo to hi."""

@@ -89,8 +89,6 @@ class Speculation:
         # record stays measured for free while the sequence does not draft. Up to MAX_SHADOWS
         # at once: with one at a time, a copied stretch was learnt only once it was over.
         self._shadows: list[_Shadow] = []
-        self.drafted = 0  # counters for the benchmark and the tests
-        self.accepted = 0
 
     def wants(self, tokens: list[int], room: int) -> int:
         """How many tokens to draft after tokens[-1] (the token decoded now): 0 for none."""
@@ -159,8 +157,6 @@ class Speculation:
         self._whole = int(kept == drafted)
 
     def settle(self, kept: int) -> None:
-        self.drafted += len(self.draft)
-        self.accepted += kept
         proposal = self._proposal if len(self._proposal) > len(self.draft) else self.draft
         if kept == len(self.draft) < len(proposal) and len(self._shadows) < MAX_SHADOWS:
             # Kept whole, but cut short: the record counts the whole proposal once the text
