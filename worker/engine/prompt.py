@@ -93,6 +93,11 @@ class PromptBuilder:
         return best
 
     def _tokens(self, req: Submit, text: str, with_bos: bool) -> list[int]:
+        # A context id outside the vocabulary fails llama_decode for the whole batch, i.e. for
+        # every stream sharing the step: refuse it here, for this request alone.
+        if bad := [t for t in req.context if not 0 <= t < self.model.n_vocab]:
+            raise RequestError(f"invalid context: token id {bad[0]} is not in the model's "
+                               f"vocabulary of {self.model.n_vocab}")
         tokens = list(req.context) + self.model.tokenize(text, add_special=False, parse_special=True)
         if with_bos and self.model.add_bos and (not tokens or tokens[0] != self.model.bos):
             tokens.insert(0, self.model.bos)

@@ -135,3 +135,23 @@ def test_unknown_path_and_wrong_method(server) -> None:
     assert (r.status_code, r.text) == (404, "404 page not found")
     r = httpx.get(server.url + "/api/generate")
     assert (r.status_code, r.text) == (405, "405 method not allowed")
+
+
+@pytest.mark.parametrize("bad_id", [-1, 10**9])
+def test_a_context_id_outside_the_vocabulary_fails_that_request_alone(server, bad_id: int) -> None:
+    """Such an id would fail llama_decode for every stream sharing the step."""
+    import concurrent.futures
+
+    def neighbour() -> dict:
+        return post(server, "/api/generate", json={
+            "model": "tiny", "prompt": "a neighbour", "stream": False,
+            "options": {"num_predict": 24, "temperature": 0}}).json()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(neighbour)
+        r = post(server, "/api/generate", json={"model": "tiny", "prompt": "x", "stream": False,
+                                                "context": [1, bad_id]})
+        other = running.result()
+    assert r.status_code == 400
+    assert f"token id {bad_id} is not in the model's vocabulary" in error_of(r)
+    assert other["done_reason"] == "length" and other["eval_count"] == 24
