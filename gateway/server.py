@@ -129,7 +129,7 @@ def worker(settings: Settings, bind: str, exit_with_parent: bool) -> int:
     from herd.worker.node import run_node
 
     try:
-        inventory = DeviceInventory(parse_devices(settings.devices))
+        inventory = DeviceInventory(parse_devices(settings.devices), settings.gpu_overhead)
     except DeviceSpecError as e:
         log.error("%s", e)
         return 2

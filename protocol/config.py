@@ -41,6 +41,7 @@ class Settings(msgspec.Struct, frozen=True):
     load_timeout_s: float = 300.0  # OLLAMA_LOAD_TIMEOUT; infinite when ≤ 0 is asked for
     kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE: f16, q8_0 or q4_0
     flash_attention: str = "auto"  # OLLAMA_FLASH_ATTENTION: auto, on or off
+    gpu_overhead: int = 0  # OLLAMA_GPU_OVERHEAD: bytes of each GPU no model may take
     origins: tuple[str, ...] = ()
     # Worker nodes to connect to; empty means `herd serve` starts a local one.
     workers: tuple[str, ...] = ()
@@ -71,6 +72,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         return int(raw) if raw else default
     except ValueError:
+        log.warning("invalid environment variable %s=%r, using the default %s", name, raw, default)
         return default
 
 
@@ -191,6 +193,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         load_timeout_s=_load_timeout_s(env.get("OLLAMA_LOAD_TIMEOUT", "")),
         kv_cache_type=_choice(env, "OLLAMA_KV_CACHE_TYPE", KV_CACHE_TYPES, "f16"),
         flash_attention=_flash_attention(env.get("OLLAMA_FLASH_ATTENTION", "")),
+        gpu_overhead=max(_int(env, "OLLAMA_GPU_OVERHEAD", 0), 0),
         api_keys=_api_keys(env.get("HERD_API_KEYS", "")),
         tls_cert=os.path.expanduser(env.get("HERD_TLS_CERT", "").strip()),
         tls_key=os.path.expanduser(env.get("HERD_TLS_KEY", "").strip()),

@@ -191,14 +191,16 @@ class RunnerSpec(Struct, omit_defaults=True):
 
 
 class DeviceInfo(Struct, omit_defaults=True):
-    """One device of a node and its memory. `free` is what the driver (NVML) or the OS reports;
-    for devices described by HERD_DEVICES (simulated) it is total less what runners hold."""
+    """One device of a node and its memory. `free` is what models may still take: what the
+    driver (NVML) or the OS reports — for devices described by HERD_DEVICES (simulated), total
+    less what runners hold — less `reserved`, the node's OLLAMA_GPU_OVERHEAD on each GPU."""
 
     id: str  # "cuda:0", "cpu"
     total: int
     free: int
     name: str = ""
     simulated: bool = False
+    reserved: int = 0
 
     @property
     def is_gpu(self) -> bool:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Mapping
+
+import msgspec
 
 from herd.protocol.wire import DeviceInfo, RunnerInfo
 
@@ -86,14 +87,13 @@ def nvml_devices() -> list[DeviceInfo]:
 
 class DeviceInventory:
     """The devices a node reports with every heartbeat answer. Simulated devices have no
-    driver to ask, so their free memory is their size less what this node's runners hold."""
+    driver to ask, so their free memory is their size less what this node's runners hold.
+    `gpu_overhead` (OLLAMA_GPU_OVERHEAD) is held back on every GPU, real or simulated: it is
+    reported as `reserved` and is not in `free`, so no placement and no peer's load can use it."""
 
-    def __init__(self, described: list[DeviceInfo] | None = None) -> None:
+    def __init__(self, described: list[DeviceInfo] | None = None, gpu_overhead: int = 0) -> None:
         self.described = described or []
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> DeviceInventory:
-        return cls(parse_devices(env.get("HERD_DEVICES", "")))
+        self.gpu_overhead = max(gpu_overhead, 0)
 
     def snapshot(self, runners: list[RunnerInfo]) -> list[DeviceInfo]:
         held: dict[str, int] = {}
@@ -105,8 +105,15 @@ class DeviceInventory:
                                   name=d.name, simulated=True) for d in self.described]
             if not any(d.id == "cpu" for d in devices):
                 devices.append(self._host(held))
-            return devices
-        return nvml_devices() + [self._host(held)]
+        else:
+            devices = nvml_devices() + [self._host(held)]
+        return [self._reserve(d) for d in devices]
+
+    def _reserve(self, device: DeviceInfo) -> DeviceInfo:
+        if not device.is_gpu or not self.gpu_overhead:
+            return device
+        return msgspec.structs.replace(device, free=max(device.free - self.gpu_overhead, 0),
+                                       reserved=self.gpu_overhead)
 
     @staticmethod
     def _host(held: dict[str, int]) -> DeviceInfo:

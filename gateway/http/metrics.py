@@ -59,6 +59,12 @@ class SchedulerCollector(Collector):
         used = GaugeMetricFamily("herd_device_memory_used_bytes",
                                  "Memory the runners on each worker device hold (estimated)",
                                  labels=["node", "device"])
+        free = GaugeMetricFamily("herd_device_memory_free_bytes",
+                                 "Memory models may still take on each worker device",
+                                 labels=["node", "device"])
+        reserved = GaugeMetricFamily("herd_device_memory_reserved_bytes",
+                                     "Memory held back on each GPU (OLLAMA_GPU_OVERHEAD)",
+                                     labels=["node", "device"])
         for node in self.scheduler.nodes:
             held: dict[str, int] = {}
             for runner in node.info.runners:
@@ -67,8 +73,9 @@ class SchedulerCollector(Collector):
             for device in node.info.devices:
                 total.add_metric([node.endpoint, device.id], device.total)
                 used.add_metric([node.endpoint, device.id], held.get(device.id, 0))
-        yield total
-        yield used
+                free.add_metric([node.endpoint, device.id], device.free)
+                reserved.add_metric([node.endpoint, device.id], device.reserved)
+        yield from (total, used, free, reserved)
 
     def _models(self) -> Iterator[Metric]:
         labels = ["model"]

@@ -159,11 +159,20 @@ def test_num_parallel_is_at_least_one(run_dir: str) -> None:
         ("OLLAMA_NUM_PARALLEL", "num_parallel"),
         ("OLLAMA_MAX_QUEUE", "max_queue"),
         ("OLLAMA_MAX_LOADED_MODELS", "max_loaded_models"),
+        ("OLLAMA_GPU_OVERHEAD", "gpu_overhead"),
     ],
 )
-def test_invalid_integers_fall_back_to_defaults(run_dir: str, var: str, field: str, bad: str) -> None:
+def test_invalid_integers_fall_back_to_defaults(run_dir: str, var: str, field: str, bad: str,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     default = getattr(settings(run_dir), field)
     assert getattr(settings(run_dir, **{var: bad}), field) == default
+    assert var in caplog.text  # with a warning, as Ollama gives
+
+
+def test_gpu_overhead_is_bytes_per_gpu(run_dir: str) -> None:
+    assert settings(run_dir).gpu_overhead == 0
+    assert settings(run_dir, OLLAMA_GPU_OVERHEAD="536870912").gpu_overhead == 512 * 2**20
+    assert settings(run_dir, OLLAMA_GPU_OVERHEAD="-5").gpu_overhead == 0
 
 
 # Herd's own settings

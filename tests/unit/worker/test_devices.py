@@ -35,3 +35,15 @@ def test_runners_see_only_their_gpus() -> None:
     assert visible_devices(["cuda:1", "cuda:3"]) == "1,3"
     assert visible_devices(["cpu"]) == ""
     assert visible_devices([]) is None
+
+
+def test_gpu_overhead_is_held_back_on_every_gpu_and_reported() -> None:
+    inventory = DeviceInventory(parse_devices("cuda:0=6GiB,cuda:1=1GiB"), gpu_overhead=2 * 2**30)
+    held = [RunnerInfo("k", "m", "", ["cuda:0"], [1 * 2**30])]
+    devices = {d.id: d for d in inventory.snapshot(held)}
+    assert devices["cuda:0"].free == 3 * 2**30 and devices["cuda:0"].reserved == 2 * 2**30
+    assert devices["cuda:0"].total == 6 * 2**30
+    assert devices["cuda:1"].free == 0  # smaller than the overhead: nothing left for models
+    assert devices["cpu"].reserved == 0  # host memory is not a GPU's
+    assert DeviceInventory(parse_devices("cpu=8GiB"), gpu_overhead=2**30).snapshot([])[0].free \
+        == 8 * 2**30

@@ -114,3 +114,21 @@ def test_two_worker_nodes_over_tcp(tmp_path, two_models) -> None:
     finally:
         for w in workers:
             w.stop()
+
+
+def test_gpu_overhead_is_left_free_so_the_model_no_longer_fits_whole(tmp_path, two_models) -> None:
+    """The device would hold the model 1.5 times over; OLLAMA_GPU_OVERHEAD takes 0.8 of that
+    from it, so the model is placed partly or wholly on the host instead."""
+    gpu, overhead = int(need(two_models[0]) * 1.5), int(need(two_models[0]) * 0.8)
+    env = {**ENV, "HERD_DEVICES": f"cuda:0={gpu}", "OLLAMA_GPU_OVERHEAD": str(overhead)}
+    with HerdServer(tmp_path, env=env) as srv:
+        srv.create_model("a", two_models[0])
+        assert generate(srv, "a")["eval_count"] == 8
+        (model,) = ps(srv)
+        assert "cpu" in model["runners"][0]["devices"]
+        assert model["size_vram"] < model["size"]
+        assert model["size_vram"] <= gpu - overhead
+        metrics = httpx.get(srv.url + "/metrics").text
+        reserved = [line for line in metrics.splitlines()
+                    if line.startswith("herd_device_memory_reserved_bytes") and "cuda:0" in line]
+        assert len(reserved) == 1 and float(reserved[0].split()[-1]) == overhead
