@@ -3,7 +3,7 @@
 The conversation is kept and sent whole with every message; `/clear` forgets it. Ctrl-C stops
 an answer (the stream is closed, which aborts it in the server) and returns to the prompt;
 Ctrl-D or /bye ends the chat. Lines are read with input(), so GNU readline gives line editing
-where Python has it.
+where Python has it, and the lines typed are kept in ~/.ollama/history as ollama keeps them.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from herd.cli.client import HerdClient
+from herd.cli.line_history import history_file, persistent_history
 from herd.cli.models import show_summary
 from herd.cli.session import THINK_VALUES, Session, stream_answer
 from herd.protocol.api import Message, ShowResponse
@@ -204,11 +205,13 @@ def _replay(show: ShowResponse) -> None:
 def chat_loop(client: HerdClient, session: Session, show: ShowResponse,
               read_line: ReadLine = input) -> int:
     """Reads messages and commands until EOF or /bye; every answer joins the history."""
-    if read_line is input:
-        try:
-            import readline  # noqa: F401  (line editing and history for input())
-        except ImportError:
-            pass
+    if read_line is input:  # a terminal: readline's line editing, and ollama's saved history
+        with persistent_history(history_file()):
+            return _chat(client, session, show, read_line)
+    return _chat(client, session, show, read_line)
+
+
+def _chat(client: HerdClient, session: Session, show: ShowResponse, read_line: ReadLine) -> int:
     _replay(show)
     while True:
         try:

@@ -4,6 +4,7 @@ through a pty), the chat loop in-process with its input scripted."""
 from __future__ import annotations
 
 import os
+import pathlib
 import pty
 import select
 import signal
@@ -251,10 +252,11 @@ class Terminal:
     """`herd run` on a pseudo-terminal: stdin and stdout are a TTY, Ctrl-C is a real SIGINT
     from the line discipline."""
 
-    def __init__(self, host: str, *args: str) -> None:
+    def __init__(self, host: str, *args: str, home: pathlib.Path) -> None:
         self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: become the CLI
-            os.execve(sys.executable, [sys.executable, "-m", "herd.cli", *args], env(host))
+        if self.pid == 0:  # the child: become the CLI, its ~/.ollama/history under `home`
+            os.execve(sys.executable, [sys.executable, "-m", "herd.cli", *args],
+                      {**env(host), "HOME": str(home)})
         self.output = b""
 
     def read_until(self, predicate, timeout: float = 60.0) -> bool:
@@ -290,8 +292,9 @@ class Terminal:
         os.close(self.fd)
 
 
-def test_interactive_chat_on_a_terminal_with_ctrl_c(server, host: str) -> None:
-    term = Terminal(host, "run", "short")
+def test_interactive_chat_on_a_terminal_with_ctrl_c(server, host: str,
+                                                    tmp_path: pathlib.Path) -> None:
+    term = Terminal(host, "run", "short", home=tmp_path)
     try:
         assert term.read_until(lambda out: b">>> " in out)
         term.send("/set parameter num_predict -1\n")  # an answer that goes on and on
@@ -318,3 +321,21 @@ def test_interactive_chat_on_a_terminal_with_ctrl_c(server, host: str) -> None:
     answer = chat_answer(server, "short", ("user", "hello"), options={"num_predict": 4})
     shown = answer.replace("\n", "\r\n")  # the terminal turns every \n into \r\n
     assert f"{shown}\r\n\r\n>>> ".encode() in term.output
+    # What was typed is kept as ollama keeps it, for the up arrow of the next chat.
+    history = (tmp_path / ".ollama" / "history").read_text()
+    assert "tell me a long story" in history and "hello" in history
+    assert (tmp_path / ".ollama" / "history").stat().st_mode & 0o077 == 0
+
+
+def test_a_terminal_chat_with_ollama_nohistory_keeps_no_file(server, host: str,
+                                                             tmp_path: pathlib.Path,
+                                                             monkeypatch) -> None:
+    monkeypatch.setenv("OLLAMA_NOHISTORY", "1")
+    term = Terminal(host, "run", "short", home=tmp_path)
+    try:
+        assert term.read_until(lambda out: b">>> " in out)
+        term.send("/bye\n")
+        assert term.wait() == 0
+    finally:
+        term.close()
+    assert not (tmp_path / ".ollama" / "history").exists()
