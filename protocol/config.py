@@ -35,7 +35,7 @@ class Settings(msgspec.Struct, frozen=True):
     # HERD_RUNNER_TIMEOUT: a runner silent this long with requests in flight is hung
     runner_stall_s: float = 120.0
     max_queue: int = 512
-    context_length: int = 4096
+    context_length: int = 0  # OLLAMA_CONTEXT_LENGTH; 0: Ollama's VRAM tier (gateway/cluster/spec.py)
     num_batch: int = 512
     num_threads: int = 0
     load_timeout_s: float = 300.0  # OLLAMA_LOAD_TIMEOUT; infinite when ≤ 0 is asked for
@@ -179,7 +179,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         devices=env.get("HERD_DEVICES", "").strip(),
         runner_stall_s=float(max(_int(env, "HERD_RUNNER_TIMEOUT", 120), 1)),
         max_queue=max(_int(env, "OLLAMA_MAX_QUEUE", 512), 0),
-        context_length=_int(env, "OLLAMA_CONTEXT_LENGTH", 0) or 4096,
+        context_length=max(_int(env, "OLLAMA_CONTEXT_LENGTH", 0), 0),
         num_batch=max(_int(env, "HERD_NUM_BATCH", 512), 32),
         num_threads=_int(env, "HERD_NUM_THREADS", 0),
         origins=_list(env, "OLLAMA_ORIGINS"),

@@ -39,7 +39,8 @@ async def rerank(request: web.Request) -> web.Response:
         # that does not rank is refused by its runner, which reads the pooling type.)
         raise BadRequest("this model does not support reranking (it is not a rank-pooling model)")
     options = merge_options(entry.params, req.options)
-    spec = runner_spec(entry, options, state.settings)
+    spec = runner_spec(entry, options, state.settings,
+                       state.scheduler.default_context_length())
     keep_alive = request_keep_alive(req.keep_alive, state.settings)
     async with state.scheduler.lease(entry, spec, keep_alive) as runner:
         reply = await runner.client.rerank(Rerank(next(state.request_ids), req.query, documents,

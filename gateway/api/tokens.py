@@ -22,7 +22,8 @@ async def _ask(state: GatewayState, model: str, options: Options | None,
                keep_alive: KeepAlive, message: Tokenize) -> Tokens:
     entry = resolve_model(state, model)
     options_ = merge_options(entry.params, options)
-    spec = runner_spec(entry, options_, state.settings)
+    spec = runner_spec(entry, options_, state.settings,
+                       state.scheduler.default_context_length())
     async with state.scheduler.lease(entry, spec,
                                      request_keep_alive(keep_alive, state.settings)) as runner:
         reply = await runner.client.tokenize(message)

@@ -23,6 +23,7 @@ from typing import Any
 from herd.gateway.cluster.affinity import Signature
 from herd.gateway.cluster.groups import ModelGroup, Replica
 from herd.gateway.cluster.loader import Loader
+from herd.gateway.cluster.spec import default_context_length
 from herd.gateway.errors import RUNNER_STOPPED, HerdError, ServerBusy
 from herd.gateway.store.models import ModelEntry
 from herd.protocol.config import Settings
@@ -73,6 +74,9 @@ class Scheduler:
             await self.unload(replica)
         for node in self.nodes:
             await node.close()
+
+    def default_context_length(self) -> int:
+        return default_context_length(self.settings, [n.info.devices for n in self.nodes])
 
     @property
     def loaded(self) -> list[Replica]:

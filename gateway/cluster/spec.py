@@ -8,11 +8,29 @@ import os
 from herd.gateway.store.models import ModelEntry
 from herd.protocol.api import Options
 from herd.protocol.config import Settings
-from herd.protocol.wire import RunnerSpec
+from herd.protocol.wire import DeviceInfo, RunnerSpec
+
+GIB = 2**30
+# Ollama's default contexts by VRAM, and its thresholds (47 / 23 GiB rather than 48 / 24: a
+# card's reported size is a little under its nominal one).
+VRAM_TIERS = ((47 * GIB, 262144), (23 * GIB, 32768))
+SMALL_VRAM_CONTEXT = 4096
 
 
-def runner_spec(entry: ModelEntry, options: Options, settings: Settings) -> RunnerSpec:
-    num_ctx = int(options.num_ctx) if options.num_ctx else settings.context_length
+def default_context_length(settings: Settings, nodes: list[list[DeviceInfo]]) -> int:
+    """num_ctx when neither the request nor the model sets one: OLLAMA_CONTEXT_LENGTH, else
+    Ollama's tier for the VRAM of its GPUs less OLLAMA_GPU_OVERHEAD — here the largest node's,
+    as a runner lives on one node. CPU-only clusters get 4096, as Ollama does without a GPU."""
+    if settings.context_length > 0:
+        return settings.context_length
+    vram = max((sum(d.total - d.reserved for d in devices if d.is_gpu) for devices in nodes),
+               default=0)
+    return next((ctx for least, ctx in VRAM_TIERS if vram >= least), SMALL_VRAM_CONTEXT)
+
+
+def runner_spec(entry: ModelEntry, options: Options, settings: Settings,
+                default_ctx: int = SMALL_VRAM_CONTEXT) -> RunnerSpec:
+    num_ctx = int(options.num_ctx) if options.num_ctx else default_ctx
     if entry.context_length:
         num_ctx = min(num_ctx, entry.context_length)  # so equal effective contexts share a runner
     num_ctx = max(num_ctx, 4)

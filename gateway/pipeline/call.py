@@ -64,7 +64,8 @@ def settle(state: GatewayState, entry: ModelEntry, call: NativeCall,
         options = msgspec.structs.replace(options, draft_num_predict=DRAFT_DEFAULT)
     check_options(options)
     return Settled(keep_alive, sampling_params(options, format_text(format)),
-                   runner_spec(entry, options, state.settings))
+                   runner_spec(entry, options, state.settings,
+                               state.scheduler.default_context_length()))
 
 
 async def load_answer(on_load: LoadAnswer, reason: str) -> web.StreamResponse:

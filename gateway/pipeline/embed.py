@@ -19,7 +19,8 @@ async def embed_texts(state: GatewayState, entry: ModelEntry, options: Options, 
                       texts: list[str], truncate: bool) -> tuple[np.ndarray, int, int]:
     """(vectors, prompt tokens, load ns) for texts, embedded in one runner call."""
     t0 = time.perf_counter_ns()
-    spec = runner_spec(entry, options, state.settings)
+    spec = runner_spec(entry, options, state.settings,
+                       state.scheduler.default_context_length())
     async with state.scheduler.lease(entry, spec, keep_alive) as runner:
         load_ns = time.perf_counter_ns() - t0
         if not texts:

@@ -132,3 +132,18 @@ def test_gpu_overhead_is_left_free_so_the_model_no_longer_fits_whole(tmp_path, t
         reserved = [line for line in metrics.splitlines()
                     if line.startswith("herd_device_memory_reserved_bytes") and "cuda:0" in line]
         assert len(reserved) == 1 and float(reserved[0].split()[-1]) == overhead
+
+
+@pytest.mark.parametrize("vram,expected", [("8GiB", 4096), ("24GiB", 32768)])
+def test_without_ollama_context_length_the_vram_tier_sets_the_context(
+        tmp_path, vram: str, expected: int) -> None:
+    """Ollama's default context is 4096, 32768 or 262144 by the host's VRAM; a model trained
+    for less gets its own (here 65536, more than the 24 GiB tier)."""
+    path = write_tiny_llama(tmp_path / "long.gguf", seed=5, context_length=65536)
+    env = {"OLLAMA_NUM_PARALLEL": "1", "HERD_NUM_BATCH": str(BATCH),
+           "HERD_DEVICES": f"cuda:0={vram}"}
+    with HerdServer(tmp_path / "srv", env=env) as srv:
+        srv.create_model("long", path)
+        generate(srv, "long", n=2)
+        (model,) = ps(srv)
+        assert model["context_length"] == expected
