@@ -190,11 +190,6 @@ class ResponseCompleted(Struct, tag_field="type", tag="response.completed"):
     response: Response
 
 
-class ResponseIncomplete(Struct, tag_field="type", tag="response.incomplete"):
-    sequence_number: int
-    response: Response
-
-
 class OutputItemAdded(Struct, tag_field="type", tag="response.output_item.added"):
     sequence_number: int
     output_index: int

@@ -30,7 +30,7 @@ from herd.protocol.responses import (ArgumentsDelta, ArgumentsDone, ContentPartA
                                 IncompleteDetails, MessageItem, OutputItem,
                                 OutputItemAdded, OutputItemDone, OutputText, OutputTextDelta,
                                 OutputTextDone, ReasoningItem, Response, ResponseCompleted,
-                                ResponseCreated, ResponseIncomplete, ResponseInProgress,
+                                ResponseCreated, ResponseInProgress,
                                 ResponsesRequest, SummaryPartAdded, SummaryPartDone, SummaryText,
                                 SummaryTextDelta, SummaryTextDone, Usage)
 from herd.protocol.wire import RequestOutput
@@ -186,7 +186,12 @@ def _call_item(call: ToolCall, status: str) -> FunctionCallItem:
 class ResponsesFraming:
     """One answer as a response object, or streamed as its events: response.created and
     .in_progress, then per output item (reasoning, message, function call) its added, deltas
-    and done events, then response.completed (or .incomplete) carrying the whole response."""
+    and done events, then response.completed carrying the whole response.
+
+    A response cut by max_output_tokens has status "incomplete" (and incomplete_details), as
+    OpenAI gives it, but its stream still ends with response.completed, as Ollama's always does:
+    the openai SDK's `stream.get_final_response()` (2.x) knows no other terminal event and
+    raises after a response.incomplete, so a program written for Ollama would break here."""
 
     content_type = SSE
 
@@ -282,12 +287,10 @@ class ResponsesFraming:
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes:
         cut = DONE_REASONS.get(final.finish) == "length"
         out = self._start() + self._close("incomplete" if cut else "completed")
-        if cut:
-            whole = self.response("incomplete", self.output, _usage(metrics),
-                                  IncompleteDetails("max_output_tokens"))
-            return out + event(ResponseIncomplete(self._n(), whole))
-        return out + event(ResponseCompleted(self._n(), self.response("completed", self.output,
-                                                                      _usage(metrics))))
+        whole = self.response("incomplete", self.output, _usage(metrics),
+                              IncompleteDetails("max_output_tokens")) if cut else \
+            self.response("completed", self.output, _usage(metrics))
+        return out + event(ResponseCompleted(self._n(), whole))
 
     def error(self, message: str) -> bytes:
         # The status is already 200: the stream reports a late failure as an error event.

@@ -132,14 +132,16 @@ def test_stream_events_in_order_and_matching_the_whole_answer(models) -> None:
     assert names[:4] == ["response.created", "response.in_progress",
                          "response.output_item.added", "response.content_part.added"]
     assert names[-4:] == ["response.output_text.done", "response.content_part.done",
-                          "response.output_item.done", "response.incomplete"]
+                          "response.output_item.done", "response.completed"]
     assert set(names[4:-4]) == {"response.output_text.delta"}
     created = stream[0][1]["response"]
     assert created["status"] == "in_progress" and created["output"] == []
     text = "".join(d["delta"] for n, d in stream if n == "response.output_text.delta")
     assert text == whole["output"][0]["content"][0]["text"] == stream[-4][1]["text"]
     final = stream[-1][1]["response"]
+    # Cut by max_output_tokens: OpenAI's status, in the event Ollama always ends with.
     assert final["id"] == created["id"] and final["status"] == "incomplete"
+    assert final["incomplete_details"] == {"reason": "max_output_tokens"}
     assert final["usage"] == whole["usage"]
     assert final["output"][0]["content"][0]["text"] == text
     done = events(models, input="yes or no", max_output_tokens=64, temperature=0, text=AS_BOOL)
@@ -318,7 +320,9 @@ def test_sdk_stream_matches_create(oai: openai.OpenAI) -> None:
     assert "".join(deltas) == whole.output_text
     with oai.responses.stream(**args) as stream:
         text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
-    assert text == whole.output_text
+        cut = stream.get_final_response()  # raises unless the stream ends in .completed
+    assert text == whole.output_text == cut.output_text
+    assert cut.status == "incomplete" and cut.incomplete_details.reason == "max_output_tokens"
     with oai.responses.stream(model="tiny", input="yes or no", max_output_tokens=64,
                               temperature=0, text=AS_BOOL) as stream:
         final = stream.get_final_response()
