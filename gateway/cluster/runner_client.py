@@ -34,9 +34,15 @@ class RunnerClient:
         self.on_stall = on_stall
         self.last_heard = time.monotonic()
         self.codec = WireCodec()
-        self.sock = zctx.socket(zmq.DEALER)
+        # A plain socket read from the event loop's own selector (_on_readable), not
+        # zmq.asyncio's: that one costs a future, a poller round and a zmq.Again exception per
+        # message, which at one stream was ~40 % of the gateway's CPU for every token.
+        self.sock = zmq.Socket(zctx, zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)  # never drop a step's text (see worker/runner.py)
+        # Sends never wait: the queue to a runner is bounded by the requests admitted
+        # (OLLAMA_MAX_QUEUE), and a DEALER that connected always has its pipe.
+        self.sock.setsockopt(zmq.SNDHWM, 0)
         # A dropped TCP link to a live runner must come back (the default reconnect, backing off
         # to 2 s); a runner that died is reported by its node, and this client is closed then.
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
@@ -46,24 +52,29 @@ class RunnerClient:
         # Request/reply calls (embed, rerank, tokenize) waiting for their one answer, by req_id.
         self.calls: dict[int, asyncio.Future[Embeddings | Tokens]] = {}
         self.sock.connect(endpoint)
-        # The same socket without asyncio: draining what is already queued through it costs
-        # no future per message (zmq.asyncio's was two thirds of a relaying gateway's CPU).
-        self._drain = zmq.Socket.shadow(self.sock.underlying)
-        self._reader = asyncio.create_task(self._read())
-        self._reader.add_done_callback(_log_if_failed)
+        self._loop = asyncio.get_running_loop()
+        self._fd = self.sock.getsockopt(zmq.FD)
+        self._loop.add_reader(self._fd, self._on_readable)
+        self._closed = False
         self._watchdog = asyncio.create_task(self._watch())
+
+    def _send(self, message: Submit | Abort | Ping | Embed | Rerank | Tokenize) -> None:
+        self.sock.send_multipart(self.codec.encode(message), zmq.NOBLOCK)
+        # ZeroMQ's descriptor is edge-triggered and any operation on the socket may consume
+        # the edge of a message that has arrived meanwhile: look again once the loop is free.
+        self._loop.call_soon(self._on_readable)
 
     async def submit(self, submit: Submit) -> RequestStream:
         stream = RequestStream(submit.req_id)
         self.streams[submit.req_id] = stream
-        await self.sock.send_multipart(self.codec.encode(submit))
+        self._send(submit)
         return stream
 
     async def _call(self, request: Embed | Rerank | Tokenize) -> Embeddings | Tokens:
-        future: asyncio.Future[Embeddings | Tokens] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Embeddings | Tokens] = self._loop.create_future()
         self.calls[request.req_id] = future
         try:
-            await self.sock.send_multipart(self.codec.encode(request))
+            self._send(request)
             return await future
         finally:
             self.calls.pop(request.req_id, None)
@@ -78,8 +89,8 @@ class RunnerClient:
         return await self._call(request)  # type: ignore[return-value]
 
     async def abort(self, req_id: int) -> None:
-        if self.streams.pop(req_id, None) is not None:
-            await self.sock.send_multipart(self.codec.encode(Abort(req_id)))
+        if self.streams.pop(req_id, None) is not None and not self._closed:
+            self._send(Abort(req_id))
 
     def fail_all(self, message: str) -> None:
         streams, self.streams = self.streams, {}
@@ -90,13 +101,15 @@ class RunnerClient:
                 future.set_exception(RunnerError(message))
 
     async def close(self) -> None:
-        for task in (self._watchdog, self._reader):
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        self.sock.close()
+        self._watchdog.cancel()
+        try:
+            await self._watchdog
+        except asyncio.CancelledError:
+            pass
+        if not self._closed:
+            self._closed = True
+            self._loop.remove_reader(self._fd)
+            self.sock.close()
 
     async def _watch(self) -> None:
         nonce = 0
@@ -111,19 +124,21 @@ class RunnerClient:
                 self.on_stall(self)
                 return
             nonce += 1
-            await self.sock.send_multipart(self.codec.encode(Ping(nonce)))
+            self._send(Ping(nonce))
 
-    async def _read(self) -> None:
-        sock, drain = self.sock, self._drain
-        while True:
-            frames = await sock.recv_multipart()
-            # Drain whatever else is queued before yielding to the event loop again.
-            while True:
-                self._dispatch(frames)
+    def _on_readable(self) -> None:
+        """Everything queued, then back to the loop; EVENTS says when that is, without the
+        exception a NOBLOCK receive on an empty socket raises."""
+        sock = self.sock
+        try:
+            while not self._closed and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
                 try:
-                    frames = drain.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+                    self._dispatch(frames)
+                except Exception:  # a bug of ours fails this message, not every later one
+                    log.exception("a message from runner %s could not be handled", self.endpoint)
+        except zmq.ZMQError as e:  # the socket or its context is closed: nothing left to read
+            log.debug("runner %s socket: %s", self.endpoint, e)
 
     def _dispatch(self, frames: list[bytes]) -> None:
         self.last_heard = time.monotonic()
@@ -149,8 +164,3 @@ class RunnerClient:
             stream.feed(output)
             if output.finish:
                 del streams[output.req_id]
-
-
-def _log_if_failed(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("socket reader stopped", exc_info=task.exception())
