@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TypeVar
 
@@ -46,9 +47,14 @@ async def decode_body(request: web.Request, type_: type[T]) -> T:
 
 def utc_now() -> str:
     """RFC 3339 with nanoseconds in UTC, as Ollama's created_at."""
-    ns = time.time_ns()
-    seconds, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
+    seconds, frac = divmod(time.time_ns(), 1_000_000_000)
+    return f"{_utc_second(seconds)}.{frac:09d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(seconds: int) -> str:
+    # Every streamed chunk has a created_at, and a stream writes a hundred or more a second.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def json_response(value: object, status: int = 200) -> web.Response:
