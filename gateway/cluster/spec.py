@@ -20,12 +20,18 @@ SMALL_VRAM_CONTEXT = 4096
 def default_context_length(settings: Settings, nodes: list[list[DeviceInfo]]) -> int:
     """num_ctx when neither the request nor the model sets one: OLLAMA_CONTEXT_LENGTH, else
     Ollama's tier for the VRAM of its GPUs less OLLAMA_GPU_OVERHEAD — here the largest node's,
-    as a runner lives on one node. CPU-only clusters get 4096, as Ollama does without a GPU."""
+    as a runner lives on one node. CPU-only clusters get 4096, as Ollama does without a GPU.
+
+    Ollama sizes the tier for its default of one request at a time; Herd's runners keep
+    OLLAMA_NUM_PARALLEL slots (4), so the tier is the runner's whole budget, shared by its
+    slots (never below 4096 each): the KV cache then takes what Ollama's would, and a model
+    that fits Ollama's GPUs whole is not pushed into partial offload by four times the cache."""
     if settings.context_length > 0:
         return settings.context_length
     vram = max((sum(d.total - d.reserved for d in devices if d.is_gpu) for devices in nodes),
                default=0)
-    return next((ctx for least, ctx in VRAM_TIERS if vram >= least), SMALL_VRAM_CONTEXT)
+    tier = next((ctx for least, ctx in VRAM_TIERS if vram >= least), SMALL_VRAM_CONTEXT)
+    return max(tier // max(settings.num_parallel, 1), SMALL_VRAM_CONTEXT)
 
 
 def runner_spec(entry: ModelEntry, options: Options, settings: Settings,

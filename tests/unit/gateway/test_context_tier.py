@@ -8,7 +8,7 @@ from herd.gateway.cluster.spec import GIB, default_context_length
 from herd.protocol.config import Settings
 from herd.protocol.wire import DeviceInfo
 
-AUTO = Settings(context_length=0)
+AUTO = Settings(context_length=0, num_parallel=1)  # Ollama's default: the tier itself
 
 
 def gpus(*sizes_gib: float, reserved: int = 0) -> list[DeviceInfo]:
@@ -44,3 +44,16 @@ def test_the_largest_node_decides() -> None:
 
 def test_ollama_context_length_wins() -> None:
     assert default_context_length(Settings(context_length=8192), [gpus(80)]) == 8192
+
+
+@pytest.mark.parametrize("sizes,parallel,expected", [
+    ((24,), 4, 8192),            # the 32768 tier shared by four slots
+    ((48,), 4, 65536),
+    ((48,), 2, 131072),
+    ((8,), 4, 4096),             # never below 4096 a slot
+    ((24,), 16, 4096),
+])
+def test_the_tier_is_the_runners_budget_shared_by_its_slots(
+        sizes: tuple[float, ...], parallel: int, expected: int) -> None:
+    settings = Settings(context_length=0, num_parallel=parallel)
+    assert default_context_length(settings, [gpus(*sizes)]) == expected

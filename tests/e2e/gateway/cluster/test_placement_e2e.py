@@ -134,13 +134,15 @@ def test_gpu_overhead_is_left_free_so_the_model_no_longer_fits_whole(tmp_path, t
         assert len(reserved) == 1 and float(reserved[0].split()[-1]) == overhead
 
 
-@pytest.mark.parametrize("vram,expected", [("8GiB", 4096), ("24GiB", 32768)])
+@pytest.mark.parametrize("vram,parallel,expected", [
+    ("8GiB", 1, 4096), ("24GiB", 1, 32768), ("48GiB", 4, 65536)])
 def test_without_ollama_context_length_the_vram_tier_sets_the_context(
-        tmp_path, vram: str, expected: int) -> None:
-    """Ollama's default context is 4096, 32768 or 262144 by the host's VRAM; a model trained
-    for less gets its own (here 65536, more than the 24 GiB tier)."""
+        tmp_path, vram: str, parallel: int, expected: int) -> None:
+    """Ollama's default context is 4096, 32768 or 262144 by the host's VRAM, for its one
+    request at a time; with four slots each gets a quarter (262144 / 4 here). A model trained
+    for less would get its own (this one: 65536)."""
     path = write_tiny_llama(tmp_path / "long.gguf", seed=5, context_length=65536)
-    env = {"OLLAMA_NUM_PARALLEL": "1", "HERD_NUM_BATCH": str(BATCH),
+    env = {"OLLAMA_NUM_PARALLEL": str(parallel), "HERD_NUM_BATCH": str(BATCH),
            "HERD_DEVICES": f"cuda:0={vram}"}
     with HerdServer(tmp_path / "srv", env=env) as srv:
         srv.create_model("long", path)
