@@ -169,6 +169,12 @@ class LlamaContext:
         # it measured slower at 8 full slots and faster only with gaps in the busy seq ids
         # (bench/ubatch_probe.py).
         params.kv_unified = kv_unified
+        # A sliding-window model keeps all its cells (llama.cpp then prunes none that left the
+        # window): a sequence can be cut at any position, for a prefix kept for the next
+        # request and for a rejected draft's tail alike. It is llama.cpp's default; the
+        # placement's estimate counts the full-size cache.
+        params.swa_full = True
+        self.swa_full = True
         if n_threads > 0:
             params.n_threads = n_threads
             params.n_threads_batch = n_threads

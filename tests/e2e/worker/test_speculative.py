@@ -256,3 +256,39 @@ def test_a_draft_cut_short_and_kept_whole_is_checked_to_its_proposals_end() -> N
         spec.propose(tokens, 100)
     after = spec._depths[0].reach(6)
     assert after[5] > before[5]  # the cut part counts as kept: longer drafts would have paid
+
+
+@pytest.fixture(scope="module")
+def gemma3_engine(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny gemma3 converted by Herd's own create path: a 4-token sliding window on every
+    other layer, so drafts and their rollback cross the window's edge all the time."""
+    from herd.gateway.store.convert import convert_safetensors
+    from support import convert_fixtures
+
+    root = tmp_path_factory.mktemp("swa")
+    src, _ = convert_fixtures.write_gemma3(root)
+    convert_safetensors(src, root / "gemma3.gguf")
+    with engine_on(root / "gemma3.gguf", num_ctx=256, num_parallel=5) as engine:
+        yield engine
+
+
+def test_a_sliding_window_model_speculates_with_the_same_answers(
+        gemma3_engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full-size sliding-window cache prunes no cell, so rejected drafts can be cut off as
+    on any other model (they were refused before)."""
+    assert gemma3_engine.ctx.swa_full and speculative.can_speculate(gemma3_engine.model,
+                                                                    gemma3_engine.ctx)
+    kept: list[int] = []
+    settle = speculative.Speculation.settle
+
+    def counting(self, n: int) -> None:
+        kept.append(n)
+        settle(self, n)
+
+    monkeypatch.setattr(speculative.Speculation, "settle", counting)
+    plain = _run(gemma3_engine, 0)
+    drafted = _run(gemma3_engine, 6)
+    assert sum(kept) > 10 and len(kept) > sum(1 for n in kept if n)  # kept and rejected ran
+    for i in plain:
+        assert _text(drafted[i]) == _text(plain[i])
+        assert drafted[i][-1].eval_tokens == plain[i][-1].eval_tokens

@@ -23,7 +23,7 @@ import llama_cpp as L
 from herd.protocol.wire import SamplingParams
 from herd.worker.engine.drafting.ngrams import NgramIndex
 from herd.worker.engine.drafting.odds import DraftCost, KeptDepth
-from herd.worker.engine.llama import LlamaModel
+from herd.worker.engine.llama import LlamaContext, LlamaModel
 
 if TYPE_CHECKING:
     from herd.worker.engine.batch import BatchEngine, Sequence
@@ -180,8 +180,8 @@ class _Engine:
     """What one engine knows about drafting: whether its cache can take drafts back at all,
     and what they cost it."""
 
-    def __init__(self, model: LlamaModel) -> None:
-        self.able = can_speculate(model)
+    def __init__(self, model: LlamaModel, ctx: LlamaContext) -> None:
+        self.able = can_speculate(model, ctx)
         self.cost = DraftCost()
 
 
@@ -192,7 +192,7 @@ OFF = Speculation(0)  # a sequence that never drafts (its draft stays empty)
 def _engine(engine: BatchEngine) -> _Engine:
     state = _engines.get(engine)
     if state is None:
-        state = _engines[engine] = _Engine(engine.model)
+        state = _engines[engine] = _Engine(engine.model, engine.ctx)
     return state
 
 
@@ -301,9 +301,11 @@ def verify(engine: BatchEngine, seq: Sequence, now: int) -> None:
     spec.settle(kept)
 
 
-def can_speculate(model: LlamaModel) -> bool:
+def can_speculate(model: LlamaModel, ctx: LlamaContext) -> bool:
     """Whether the rejected drafts' cells can be dropped alone: a recurrent state cannot lose
-    its last tokens, and a sliding-window cache may have pruned cells for the drafts that the
-    kept tokens still attend to."""
-    return not (L.llama_model_is_recurrent(model.ptr) or L.llama_model_is_hybrid(model.ptr)
-                or L.llama_model_n_swa(model.ptr) > 0)
+    its last tokens, and a sliding-window cache smaller than the context prunes cells that left
+    the window, which a draft's rollback would need back. A full-size one (ctx.swa_full)
+    prunes none, so gemma3 and its kind can speculate."""
+    if L.llama_model_is_recurrent(model.ptr) or L.llama_model_is_hybrid(model.ptr):
+        return False
+    return L.llama_model_n_swa(model.ptr) == 0 or ctx.swa_full
