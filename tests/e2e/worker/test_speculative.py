@@ -272,8 +272,9 @@ def gemma3_engine(tmp_path_factory: pytest.TempPathFactory):
         yield engine
 
 
+@pytest.mark.parametrize("together", [False, True])
 def test_a_sliding_window_model_speculates_with_the_same_answers(
-        gemma3_engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        gemma3_engine, together: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A full-size sliding-window cache prunes no cell, so rejected drafts can be cut off as
     on any other model (they were refused before)."""
     assert gemma3_engine.ctx.swa_full and speculative.can_speculate(gemma3_engine.model,
@@ -286,8 +287,8 @@ def test_a_sliding_window_model_speculates_with_the_same_answers(
         settle(self, n)
 
     monkeypatch.setattr(speculative.Speculation, "settle", counting)
-    plain = _run(gemma3_engine, 0)
-    drafted = _run(gemma3_engine, 6)
+    plain = _run(gemma3_engine, 0, together=together)
+    drafted = _run(gemma3_engine, 6, together=together)
     assert sum(kept) > 10 and len(kept) > sum(1 for n in kept if n)  # kept and rejected ran
     for i in plain:
         assert _text(drafted[i]) == _text(plain[i])
