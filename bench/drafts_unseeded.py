@@ -20,7 +20,8 @@ import aiohttp
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import throughput  # noqa: E402
+from speculative_http import chat  # noqa: E402
+from throughput import herd_server, wait_ready  # noqa: E402
 
 PROMPTS = ["Write a story about a dragon.", "Explain how rain forms.", "Describe a city at night.",
            "Write a poem about the sea.", "Tell me about the history of bread.",
@@ -30,20 +31,16 @@ TOKENS = 128
 
 async def one(session: aiohttp.ClientSession, base: str, model: str, prompt: str,
               draft: int) -> int:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": False,
-            "options": {"num_predict": TOKENS, "draft_num_predict": draft}}
-    async with session.post(f"{base}/api/chat", json=body) as resp:
-        resp.raise_for_status()
-        return int((await resp.json())["eval_count"])
+    done = await chat(session, base, prompt, {}, draft, model=model, tokens=TOKENS)
+    return int(done["eval_count"])
 
 
 async def main(model: str, rounds: int) -> None:
-    throughput.MODEL = model  # the scratch server imports it as its default model
     rates: dict[tuple[int, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp, \
-            throughput.herd_server(8, None, pathlib.Path(tmp) / "herd.log") as server:
+            herd_server(8, None, pathlib.Path(tmp) / "herd.log", model=model) as server:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as session:
-            await throughput.wait_ready(session, server)
+            await wait_ready(session, server)
             await one(session, server.base, model, "hi", 0)
             for n in (1, 8):
                 for r in range(rounds):

@@ -28,13 +28,13 @@ TOKENS = 120
 
 
 async def chat(session: aiohttp.ClientSession, base: str, message: str, options: dict,
-               draft: int) -> tuple[float, str]:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": message}], "stream": False,
-            "options": {"num_predict": TOKENS, **options, "draft_num_predict": draft}}
+               draft: int, model: str = MODEL, tokens: int = TOKENS) -> dict:
+    """One /api/chat answer of `tokens` tokens with `draft_num_predict` = draft: its last chunk."""
+    body = {"model": model, "messages": [{"role": "user", "content": message}], "stream": False,
+            "options": {"num_predict": tokens, **options, "draft_num_predict": draft}}
     async with session.post(f"{base}/api/chat", json=body) as resp:
         resp.raise_for_status()
-        done = await resp.json()
-    return done["eval_count"] / done["eval_duration"] * 1e9, done["message"]["content"]
+        return await resp.json()
 
 
 async def main(repeats: int) -> None:
@@ -50,10 +50,10 @@ async def main(repeats: int) -> None:
                 for name, (_, message, options) in WORKLOADS.items():
                     modes = list(MODES) if r % 2 == 0 else list(reversed(MODES))
                     for mode in modes:
-                        rate, text = await chat(session, server.base, message, options,
-                                                MODES[mode])
-                        rates.setdefault((name, mode), []).append(rate)
-                        texts.setdefault((name, mode), set()).add(text)
+                        done = await chat(session, server.base, message, options, MODES[mode])
+                        rates.setdefault((name, mode), []).append(
+                            done["eval_count"] / done["eval_duration"] * 1e9)
+                        texts.setdefault((name, mode), set()).add(done["message"]["content"])
     print(f"# bench/speculative_http.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
           f"{MODEL}, {repeats} repeats x {TOKENS} tokens, one stream")
     print("| workload | kind | off tok/s | auto tok/s | auto/off | forced tok/s | forced/off |"

@@ -274,12 +274,14 @@ class HerdServer:
 
 
 @contextlib.contextmanager
-def herd_server(max_streams: int, threads: int | None, log_path: Path) -> Iterator[HerdServer]:
-    """A real `herd serve` in a scratch models/run dir, stopped on exit."""
+def herd_server(max_streams: int, threads: int | None, log_path: Path,
+                model: str = MODEL) -> Iterator[HerdServer]:
+    """A real `herd serve` in a scratch models/run dir, `model` imported as its default
+    (gemma3:270m or smollm2:135m, from their PyPI packages), stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="herd-bench-") as tmp:
         port = free_port()
         env = dict(os.environ, OLLAMA_HOST=f"127.0.0.1:{port}", OLLAMA_MODELS=f"{tmp}/models",
-                   HERD_RUN_DIR=f"{tmp}/run", HERD_DEFAULT_MODEL=MODEL,
+                   HERD_RUN_DIR=f"{tmp}/run", HERD_DEFAULT_MODEL=model,
                    OLLAMA_NUM_PARALLEL=str(max_streams))
         if threads is not None:
             env["HERD_NUM_THREADS"] = str(threads)

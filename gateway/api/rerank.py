@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 from aiohttp import web
 
-from herd.gateway.cluster.spec import runner_spec
 from herd.gateway.errors import BadRequest, HerdError
 from herd.gateway.http.io import decode_body, json_response
 from herd.gateway.pipeline.validate import request_keep_alive, resolve_model
@@ -39,8 +38,7 @@ async def rerank(request: web.Request) -> web.Response:
         # that does not rank is refused by its runner, which reads the pooling type.)
         raise BadRequest("this model does not support reranking (it is not a rank-pooling model)")
     options = merge_options(entry.params, req.options)
-    spec = runner_spec(entry, options, state.settings,
-                       state.scheduler.default_context_length())
+    spec = state.scheduler.spec_for(entry, options)
     keep_alive = request_keep_alive(req.keep_alive, state.settings)
     async with state.scheduler.lease(entry, spec, keep_alive) as runner:
         reply = await runner.client.rerank(Rerank(next(state.request_ids), req.query, documents,

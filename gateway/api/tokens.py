@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from herd.gateway.cluster.spec import runner_spec
 from herd.gateway.errors import BadRequest, HerdError
 from herd.gateway.http.io import decode_body, json_response
 from herd.gateway.pipeline.validate import request_keep_alive, resolve_model
@@ -22,8 +21,7 @@ async def _ask(state: GatewayState, model: str, options: Options | None,
                keep_alive: KeepAlive, message: Tokenize) -> Tokens:
     entry = resolve_model(state, model)
     options_ = merge_options(entry.params, options)
-    spec = runner_spec(entry, options_, state.settings,
-                       state.scheduler.default_context_length())
+    spec = state.scheduler.spec_for(entry, options_)
     async with state.scheduler.lease(entry, spec,
                                      request_keep_alive(keep_alive, state.settings)) as runner:
         reply = await runner.client.tokenize(message)

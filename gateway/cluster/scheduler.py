@@ -23,9 +23,10 @@ from typing import Any
 from herd.gateway.cluster.affinity import Signature
 from herd.gateway.cluster.groups import ModelGroup, Replica
 from herd.gateway.cluster.loader import Loader
-from herd.gateway.cluster.spec import default_context_length
+from herd.gateway.cluster.spec import default_context_length, runner_spec
 from herd.gateway.errors import RUNNER_STOPPED, HerdError, ServerBusy
 from herd.gateway.store.models import ModelEntry
+from herd.protocol.api import Options
 from herd.protocol.config import Settings
 from herd.protocol.durations import FOREVER_NS
 from herd.protocol.wire import RunnerExited, RunnerSpec
@@ -75,8 +76,10 @@ class Scheduler:
         for node in self.nodes:
             await node.close()
 
-    def default_context_length(self) -> int:
-        return default_context_length(self.settings, [n.info.devices for n in self.nodes])
+    def spec_for(self, entry: ModelEntry, options: Options) -> RunnerSpec:
+        """The runner spec a request selects; its default context depends on the nodes' GPUs."""
+        default_ctx = default_context_length(self.settings, [n.info.devices for n in self.nodes])
+        return runner_spec(entry, options, self.settings, default_ctx)
 
     @property
     def loaded(self) -> list[Replica]:

@@ -35,7 +35,7 @@ def default_context_length(settings: Settings, nodes: list[list[DeviceInfo]]) ->
 
 
 def runner_spec(entry: ModelEntry, options: Options, settings: Settings,
-                default_ctx: int = SMALL_VRAM_CONTEXT) -> RunnerSpec:
+                default_ctx: int) -> RunnerSpec:
     num_ctx = int(options.num_ctx) if options.num_ctx else default_ctx
     if entry.context_length:
         num_ctx = min(num_ctx, entry.context_length)  # so equal effective contexts share a runner

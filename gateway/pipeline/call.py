@@ -11,7 +11,6 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from herd.gateway.cluster.spec import runner_spec
 from herd.gateway.pipeline.validate import (check_options, format_text, request_keep_alive,
                                             sampling_params)
 from herd.gateway.state import GatewayState
@@ -64,8 +63,7 @@ def settle(state: GatewayState, entry: ModelEntry, call: NativeCall,
         options = msgspec.structs.replace(options, draft_num_predict=DRAFT_DEFAULT)
     check_options(options)
     return Settled(keep_alive, sampling_params(options, format_text(format)),
-                   runner_spec(entry, options, state.settings,
-                               state.scheduler.default_context_length()))
+                   state.scheduler.spec_for(entry, options))
 
 
 async def load_answer(on_load: LoadAnswer, reason: str) -> web.StreamResponse:

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 
-from herd.gateway.cluster.spec import runner_spec
 from herd.gateway.errors import BadRequest, HerdError
 from herd.gateway.state import GatewayState
 from herd.gateway.store.models import ModelEntry
@@ -19,8 +18,7 @@ async def embed_texts(state: GatewayState, entry: ModelEntry, options: Options, 
                       texts: list[str], truncate: bool) -> tuple[np.ndarray, int, int]:
     """(vectors, prompt tokens, load ns) for texts, embedded in one runner call."""
     t0 = time.perf_counter_ns()
-    spec = runner_spec(entry, options, state.settings,
-                       state.scheduler.default_context_length())
+    spec = state.scheduler.spec_for(entry, options)
     async with state.scheduler.lease(entry, spec, keep_alive) as runner:
         load_ns = time.perf_counter_ns() - t0
         if not texts:

@@ -150,6 +150,12 @@ _FLASH_ATTENTION = {"auto": -1, "off": 0, "on": 1}  # llama_flash_attn_type
 class LlamaContext:
     """One llama.cpp context with `n_seq` sequences of `n_ctx_seq` tokens each."""
 
+    # A sliding-window model keeps all its cells (llama.cpp then prunes none that left the
+    # window): a sequence can be cut at any position, for a prefix kept for the next request
+    # and for a rejected draft's tail alike. It is llama.cpp's default; the placement's
+    # estimate counts the full-size cache.
+    swa_full = True
+
     def __init__(self, model: LlamaModel, *, n_ctx_seq: int, n_seq: int, n_batch: int,
                  n_threads: int, kv_cache_type: str = "f16",
                  flash_attention: str = "auto", kv_unified: bool = False) -> None:
@@ -169,12 +175,7 @@ class LlamaContext:
         # it measured slower at 8 full slots and faster only with gaps in the busy seq ids
         # (bench/ubatch_probe.py).
         params.kv_unified = kv_unified
-        # A sliding-window model keeps all its cells (llama.cpp then prunes none that left the
-        # window): a sequence can be cut at any position, for a prefix kept for the next
-        # request and for a rejected draft's tail alike. It is llama.cpp's default; the
-        # placement's estimate counts the full-size cache.
-        params.swa_full = True
-        self.swa_full = True
+        params.swa_full = self.swa_full
         if n_threads > 0:
             params.n_threads = n_threads
             params.n_threads_batch = n_threads
