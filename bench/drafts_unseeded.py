@@ -1,9 +1,15 @@
-"""`draft_num_predict: -1` on text that does not repeat its prompt: unseeded chat answers at the
+"""`draft_num_predict: -1` on text that does not repeat its prompt: chat answers sampled at the
 default temperature (0.8) through a real `herd serve` (throughput.py's scratch server), one and
-eight streams, drafts where they pay (-1) against off (0), the two alternating round by round;
-aggregate tok/s = the rounds' eval_count / wall time, medians over the rounds.
+eight streams (a round: the eight prompts, one or eight at a time), drafts where they pay (-1)
+against off (0), the two alternating round by round; aggregate tok/s = the round's eval_count /
+wall time, medians over the rounds.
 
-usage: python bench/drafts_unseeded.py [--model smollm2:135m|gemma3:270m] [--rounds 4]
+Each request has a seed of its own, the same in both modes (speculation changes no seeded
+answer), so the two modes generate the same text and their rates differ only by the drafting.
+`--unseeded` leaves the seed out, as clients mostly do: answers then differ in length from round
+to round, and an answer that ends early lowers its round's aggregate rate.
+
+usage: python bench/drafts_unseeded.py [--model smollm2:135m|gemma3:270m] [--rounds 4] [--unseeded]
 """
 
 from __future__ import annotations
@@ -30,38 +36,49 @@ TOKENS = 128
 
 
 async def one(session: aiohttp.ClientSession, base: str, model: str, prompt: str,
-              draft: int) -> int:
-    done = await chat(session, base, prompt, {}, draft, model=model, tokens=TOKENS)
-    return int(done["eval_count"])
+              draft: int, seed: int | None) -> tuple[int, str]:
+    options = {} if seed is None else {"seed": seed}
+    done = await chat(session, base, prompt, options, draft, model=model, tokens=TOKENS)
+    return int(done["eval_count"]), done["message"]["content"]
 
 
-async def main(model: str, rounds: int) -> None:
+async def main(model: str, rounds: int, seeded: bool) -> None:
     rates: dict[tuple[int, int], list[float]] = {}
+    answers: dict[tuple[int, int, int], list[str]] = {}
     with tempfile.TemporaryDirectory() as tmp, \
             herd_server(8, None, pathlib.Path(tmp) / "herd.log", model=model) as server:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as session:
             await wait_ready(session, server)
-            await one(session, server.base, model, "hi", 0)
+            await one(session, server.base, model, "hi", 0, None)
             for n in (1, 8):
                 for r in range(rounds):
                     for draft in ((-1, 0) if r % 2 == 0 else (0, -1)):
+                        # All eight prompts every round: n at a time.
                         t0 = time.perf_counter()
-                        counts = await asyncio.gather(*(
-                            one(session, server.base, model, PROMPTS[(i + r) % len(PROMPTS)], draft)
-                            for i in range(n)))
+                        done = []
+                        for at in range(0, len(PROMPTS), n):
+                            done += await asyncio.gather(*(
+                                one(session, server.base, model, PROMPTS[(i + r) % len(PROMPTS)],
+                                    draft, 1000 * r + i if seeded else None)
+                                for i in range(at, at + n)))
                         rates.setdefault((n, draft), []).append(
-                            sum(counts) / (time.perf_counter() - t0))
+                            sum(count for count, _ in done) / (time.perf_counter() - t0))
+                        answers[(n, r, draft)] = [text for _, text in done]
     print(f"# bench/drafts_unseeded.py, {time.strftime('%Y-%m-%d %H:%M UTC')}, {model}, "
-          f"{rounds} rounds x {TOKENS} tokens")
+          f"{rounds} rounds x {TOKENS} tokens, {'seeded' if seeded else 'unseeded'}")
     for n in (1, 8):
         auto, off = (statistics.median(rates[(n, d)]) for d in (-1, 0))
         print(f"{n} streams: -1 {auto:.1f} tok/s, off {off:.1f} tok/s, {auto / off:.2f}x "
               f"(rounds {[round(x) for x in rates[(n, -1)]]} / {[round(x) for x in rates[(n, 0)]]})")
+        if seeded:
+            same = all(answers[(n, r, -1)] == answers[(n, r, 0)] for r in range(rounds))
+            print(f"  answers with -1 = answers off: {'yes' if same else 'NO'}")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2:135m")
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--unseeded", action="store_true")
     args = ap.parse_args()
-    asyncio.run(main(args.model, args.rounds))
+    asyncio.run(main(args.model, args.rounds, not args.unseeded))

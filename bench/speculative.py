@@ -100,30 +100,19 @@ class Run:
         req = Submit(self.next_id, SamplingParams(num_predict=self.tokens, draft_num_predict=draft,
                                                   **options),
                      messages=[ChatTurn("user", message)])
-        counts = [0, 0]
-        settle = speculative.Speculation.settle
-
-        def counting(spec, kept: int) -> None:
-            counts[0] += len(spec.draft)
-            counts[1] += kept
-            settle(spec, kept)
-
-        speculative.Speculation.settle = counting  # type: ignore[method-assign]
-        try:
-            self.engine.submit(b"bench", req)
-            steps = 0
-            while self.engine.has_work:
-                self.engine.step()
-                steps += 1
-        finally:
-            speculative.Speculation.settle = settle  # type: ignore[method-assign]
+        self.engine.submit(b"bench", req)
+        steps = 0
+        while self.engine.has_work:
+            self.engine.step()
+            steps += 1
         outs = self.outputs.pop(self.next_id)
         last = outs[-1]
         assert not last.error, last.error
         rate = last.eval_tokens / (last.eval_ns / 1e9) if last.eval_ns else 0.0
         first, end = self.cpu.pop(self.next_id)
         cpu_rate = (last.eval_tokens - 1) / (end - first) if end > first else 0.0
-        return rate, cpu_rate, "".join(o.text for o in outs), steps, counts[0], counts[1]
+        return (rate, cpu_rate, "".join(o.text for o in outs), steps, last.drafted_tokens,
+                last.accepted_tokens)
 
 
 def decode_one(engine, toks: list[int], pos0: int, all_logits: bool) -> None:

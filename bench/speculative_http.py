@@ -3,7 +3,11 @@ workload of bench/speculative.py as one /api/chat request of 120 tokens with
 `draft_num_predict` 0 (off), -1 (where it pays) and 8 (forced), the order alternating from one
 repeat to the next; medians of the final chunks' eval rate (eval_count / eval_duration).
 
-usage: python bench/speculative_http.py [--repeats 3]
+`--sampled` sends every workload at temperature 0.8 without a seed instead (what a client that
+sets no options gets): the answers then differ from run to run, and are not compared.
+
+usage: python bench/speculative_http.py [--repeats 3] [--model gemma3:270m|smollm2:135m]
+                                        [--sampled]
 """
 
 from __future__ import annotations
@@ -37,31 +41,37 @@ async def chat(session: aiohttp.ClientSession, base: str, message: str, options:
         return await resp.json()
 
 
-async def main(repeats: int) -> None:
+SAMPLED = {"temperature": 0.8}
+
+
+async def main(repeats: int, model: str, sampled: bool) -> None:
     rates: dict[tuple[str, str], list[float]] = {}
     texts: dict[tuple[str, str], set[str]] = {}
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp, \
-            herd_server(1, None, pathlib.Path(tmp) / "herd.log") as server:
+            herd_server(1, None, pathlib.Path(tmp) / "herd.log", model=model) as server:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
             await wait_ready(session, server)
-            await chat(session, server.base, "hi", {}, 0)  # load and warm
+            await chat(session, server.base, "hi", {}, 0, model=model)  # load and warm
             for r in range(repeats):
                 for name, (_, message, options) in WORKLOADS.items():
+                    options = SAMPLED if sampled else options
                     modes = list(MODES) if r % 2 == 0 else list(reversed(MODES))
                     for mode in modes:
-                        done = await chat(session, server.base, message, options, MODES[mode])
+                        done = await chat(session, server.base, message, options, MODES[mode],
+                                          model=model)
                         rates.setdefault((name, mode), []).append(
                             done["eval_count"] / done["eval_duration"] * 1e9)
                         texts.setdefault((name, mode), set()).add(done["message"]["content"])
     print(f"# bench/speculative_http.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(t0))}, "
-          f"{MODEL}, {repeats} repeats x {TOKENS} tokens, one stream")
+          f"{model}, {repeats} repeats x {TOKENS} tokens, one stream"
+          f"{', all at temperature 0.8 unseeded' if sampled else ''}")
     print("| workload | kind | off tok/s | auto tok/s | auto/off | forced tok/s | forced/off |"
           " auto answers = off's |")
     print("|---|---|---|---|---|---|---|---|")
     for name, (kind, _, _) in WORKLOADS.items():
         off, auto, forced = (statistics.median(rates[(name, m)]) for m in MODES)
-        same = "yes" if texts[(name, "auto")] == texts[(name, "off")] else "NO"
+        same = "n/a" if sampled else "yes" if texts[(name, "auto")] == texts[(name, "off")] else "NO"
         print(f"| {name} | {kind} | {off:.1f} | {auto:.1f} | {auto / off:.2f}x | {forced:.1f} | "
               f"{forced / off:.2f}x | {same} |")
 
@@ -69,4 +79,7 @@ async def main(repeats: int) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
-    asyncio.run(main(ap.parse_args().repeats))
+    ap.add_argument("--model", default=MODEL)
+    ap.add_argument("--sampled", action="store_true")
+    args = ap.parse_args()
+    asyncio.run(main(args.repeats, args.model, args.sampled))

@@ -38,10 +38,9 @@ class SamplingParams(Struct, array_like=True, omit_defaults=True, gc=False):
     stop: list[str] = []
     format: str = ""  # "json" or a JSON schema's text: output constrained by a grammar
     # Speculative decoding, by the model's draft model when it has one, else by prompt lookup:
-    # 0 = off (the default without a draft model: drafts change the batch's shape, and
-    # llama.cpp's logits are not bit-identical across shapes, so an answer at temperature 0
-    # would depend on timing); -1 = where the measured cost says it pays; N > 0 = up to N
-    # drafted tokens per step (the gateway sends 4 for a model with a draft, as Ollama).
+    # 0 = off; -1 = where the measured cost says it pays; N > 0 = up to N drafted tokens per
+    # step. Where a request sets none the gateway sends 4 for a model with a draft (as Ollama),
+    # -1 for sampling without a seed, else 0 (call.default_drafting says why).
     draft_num_predict: int = 0
 
 
@@ -155,6 +154,9 @@ class RequestOutput(Struct, array_like=True, omit_defaults=True, gc=False):
     logprobs: list[TokenLogprob] = []  # one per token sampled since the last output
     thinking: str = ""  # new reasoning text (thinking models)
     stop: str = ""  # on the final output: the stop string that ended the answer, if one did
+    # On the final output: speculative tokens decoded for the request, and how many were kept.
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 class EngineStep(Struct, array_like=True, gc=False):

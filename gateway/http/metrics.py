@@ -110,6 +110,9 @@ class GatewayMetrics:
                                         registry=self.registry)
         self.prompt_tokens = Counter("herd_prompt_tokens", "Prompt tokens evaluated", ["model"],
                                      registry=self.registry)
+        # Speculative decoding: drafted tokens decoded, by whether the model kept them.
+        self.draft_tokens = Counter("herd_draft_tokens", "Speculative tokens decoded, by outcome",
+                                    ["model", "outcome"], registry=self.registry)
         self.time_to_first_token = Histogram(
             "herd_time_to_first_token_seconds",
             "From a generation's start (queue and load included) to the runner's first output",
@@ -125,6 +128,10 @@ class GatewayMetrics:
         """Counts come from the final output only: nothing is recorded per token."""
         self.prompt_tokens.labels(model).inc(final.prompt_tokens)
         self.generated_tokens.labels(model).inc(final.eval_tokens)
+        if final.drafted_tokens:
+            self.draft_tokens.labels(model, "accepted").inc(final.accepted_tokens)
+            self.draft_tokens.labels(model, "rejected").inc(
+                final.drafted_tokens - final.accepted_tokens)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in KNOWN_METHODS:

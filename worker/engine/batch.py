@@ -366,7 +366,9 @@ class BatchEngine(ImageRequests):
             eval_ns=max(now - t_first, 1) if seq.generated else 0,
             context=self._context(seq) if seq.req.return_context else None,
             error=error, error_status=500 if error else 0, thinking=thinking,
-            stop=seq.stream.stopped_by)
+            stop=seq.stream.stopped_by,
+            drafted_tokens=seq.spec.drafted if seq.spec else 0,
+            accepted_tokens=seq.spec.accepted if seq.spec else 0)
         self._out(seq.client, out)
 
     @staticmethod

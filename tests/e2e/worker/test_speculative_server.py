@@ -62,3 +62,25 @@ def test_smollm2_rewrite_is_the_same_with_drafts(tmp_path) -> None:
         _same(_answers(srv.url, "smollm2:135m", prompts, None, num_predict=96), plain)
         _same(_answers(srv.url, "smollm2:135m", prompts, 8, num_predict=96), plain)  # forced
         assert "Alder" in plain[0]["response"]
+
+
+def _draft_metrics(url: str) -> dict[str, float]:
+    """herd_draft_tokens_total by outcome, summed over models."""
+    counts = {"accepted": 0.0, "rejected": 0.0}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("herd_draft_tokens_total{"):
+            labels, value = line.rsplit(" ", 1)
+            outcome = labels.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] += float(value)
+    return counts
+
+
+def test_metrics_count_the_drafted_tokens(make_server) -> None:
+    srv = make_server()
+    prompt = ["the sun the moon the sun the moon the sun the moon"]
+    _answers(srv.url, "tiny", prompt, 0)
+    assert _draft_metrics(srv.url) == {"accepted": 0.0, "rejected": 0.0}
+    # Forced drafts: the prompt's last two tokens occurred before, so its first step drafts.
+    _answers(srv.url, "tiny", prompt, 4)
+    counts = _draft_metrics(srv.url)
+    assert counts["accepted"] + counts["rejected"] >= 4
