@@ -73,6 +73,9 @@ def test_answers_are_identical_with_and_without_drafts(engine, logprobs: bool, t
     drafted = _run(engine, 6, logprobs, together)
     if not together:  # together, sequences draft only when all of them do (propose_all)
         assert sum(kept) > 40 and sum(rejected) > 0
+    # The final outputs count them too (herd_draft_tokens_total).
+    assert sum(o[-1].accepted_tokens for o in drafted.values()) == sum(kept)
+    assert sum(o[-1].drafted_tokens for o in drafted.values()) == sum(kept) + sum(rejected)
     assert sorted(drafted) == sorted(plain) == list(range(len(_CASES)))
     for i in plain:
         assert _text(drafted[i]) == _text(plain[i])
@@ -293,3 +296,16 @@ def test_a_sliding_window_model_speculates_with_the_same_answers(
     for i in plain:
         assert _text(drafted[i]) == _text(plain[i])
         assert drafted[i][-1].eval_tokens == plain[i][-1].eval_tokens
+
+
+def test_no_draft_reaches_past_num_predict(engine) -> None:
+    """A request 3 tokens from its end samples at most 3 more: a longer draft is wasted rows."""
+    outputs: dict[int, list[RequestOutput]] = {}
+    engine._emit = lambda _, outs: [outputs.setdefault(o.req_id, []).append(o) for o in outs]
+    engine.submit(b"c", Submit(7, SamplingParams(temperature=0.0, num_predict=3,
+                                                 draft_num_predict=6), raw_prompt=_PROMPTS[2]))
+    while engine.has_work:
+        engine.step()
+    final = outputs[7][-1]
+    # The prompt ends in a bigram it had before: the first step drafts, two tokens at most.
+    assert final.eval_tokens == 3 and 1 <= final.drafted_tokens <= 2

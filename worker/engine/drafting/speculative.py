@@ -230,6 +230,9 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
             continue
         # A token to spare in the context, so that no kept draft reaches the context shift.
         fits = min(room, engine.ctx.n_ctx_seq - len(slot.tokens) - 2)
+        limit = seq.req.sampling.num_predict
+        if limit > 0:  # this step samples one token besides the kept drafts: the rest is waste
+            fits = min(fits, limit - seq.generated - 1)
         # slot.tokens already ends with the token decoded now: the draft continues it.
         if spec.by_model:
             k = spec.wants(slot.tokens, fits)
