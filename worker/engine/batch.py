@@ -358,7 +358,7 @@ class BatchEngine(ImageRequests):
         thinking, tail = self._split(seq, tail, last=True)
         now = time.perf_counter_ns()
         t_first = seq.t_first or now
-        out = RequestOutput(
+        self._out(seq.client, RequestOutput(
             seq.req.req_id, tail, reason,
             prompt_tokens=len(seq.prompt),
             prompt_ns=max(t_first - (seq.t_admit or seq.t_submit), 1) + seq.encode_ns,
@@ -366,10 +366,7 @@ class BatchEngine(ImageRequests):
             eval_ns=max(now - t_first, 1) if seq.generated else 0,
             context=self._context(seq) if seq.req.return_context else None,
             error=error, error_status=500 if error else 0, thinking=thinking,
-            stop=seq.stream.stopped_by,
-            drafted_tokens=seq.spec.drafted if seq.spec else 0,
-            accepted_tokens=seq.spec.accepted if seq.spec else 0)
-        self._out(seq.client, out)
+            stop=seq.stream.stopped_by, drafted_tokens=seq.drafted, accepted_tokens=seq.accepted))
 
     @staticmethod
     def _split(seq: Sequence, text: str, last: bool = False) -> tuple[str, str]:

@@ -53,6 +53,8 @@ class Sequence:
     encoding: Future[VisionPrompt] | None = None  # the projector's thread is preparing it
     encode_ns: int = 0  # reading and encoding its images: part of the prompt's time
     spec: Speculation | None = None  # its prompt-lookup drafting, from its first decode on
+    drafted: int = 0  # speculative tokens decoded for it
+    accepted: int = 0  # of which kept
 
     @property
     def prefilling(self) -> bool:

@@ -79,8 +79,6 @@ class Speculation:
         self._place: tuple[int, int] | None = None
         self._draft_place = (0, 0)
         self.at = 0  # the batch index of the draft's first token
-        self.drafted = 0  # tokens drafted and decoded so far, for the request's final output
-        self.accepted = 0  # of which kept
         self._misses = 0
         self._cooldown = 0
         # How deep its drafts get kept, apart by whether the last checked draft was kept whole:
@@ -265,7 +263,7 @@ def add_drafts(engine: BatchEngine, decoding: list[Sequence], n: int) -> int:
         spec, slot = seq.spec, seq.slot
         assert spec is not None and slot is not None
         spec.at = n + total
-        spec.drafted += len(spec.draft)
+        seq.drafted += len(spec.draft)
         for j, token in enumerate(spec.draft):
             engine._put(n + total + j, token, spec.base + 1 + j, slot.seq_id, True)
         total += len(spec.draft)
@@ -300,7 +298,7 @@ def verify(engine: BatchEngine, seq: Sequence, now: int) -> None:
             break
         slot.tokens.append(draft[j])  # its cell, decoded after the right tokens, stays
         kept += 1
-        spec.accepted += 1  # before the next _sample, which may finish the request
+        seq.accepted += 1  # before the next _sample, which may finish the request
         seq.batch_index = spec.at + j
     if len(slot.tokens) < spec.base + 1 + len(draft):
         # Only tail cells go, which every cache that speculates can drop (see can_speculate).
