@@ -183,6 +183,11 @@ def _call_item(call: ToolCall, status: str) -> FunctionCallItem:
                             _json.encode(call.function.arguments).decode(), status)
 
 
+def _status(final: RequestOutput) -> str:
+    """A response cut by max_output_tokens is "incomplete", as OpenAI reports it."""
+    return "incomplete" if DONE_REASONS.get(final.finish) == "length" else "completed"
+
+
 class ResponsesFraming:
     """One answer as a response object, or streamed as its events: response.created and
     .in_progress, then per output item (reasoning, message, function call) its added, deltas
@@ -285,20 +290,23 @@ class ResponsesFraming:
         return out
 
     def end(self, final: RequestOutput, metrics: Metrics) -> bytes:
-        cut = DONE_REASONS.get(final.finish) == "length"
-        out = self._start() + self._close("incomplete" if cut else "completed")
-        whole = self.response("incomplete", self.output, _usage(metrics),
-                              IncompleteDetails("max_output_tokens")) if cut else \
-            self.response("completed", self.output, _usage(metrics))
-        return out + event(ResponseCompleted(self._n(), whole))
+        status = _status(final)
+        out = self._start() + self._close(status)
+        return out + event(ResponseCompleted(self._n(),
+                                             self._finished(status, self.output, metrics)))
+
+    def _finished(self, status: str, output: list[OutputItem], metrics: Metrics) -> Response:
+        """The whole response at its end: an incomplete one says max_output_tokens cut it."""
+        return self.response(status, output, _usage(metrics),
+                             IncompleteDetails("max_output_tokens") if status == "incomplete"
+                             else None)
 
     def error(self, message: str) -> bytes:
         # The status is already 200: the stream reports a late failure as an error event.
         return self._close("incomplete") + event(ErrorEvent(self._n(), message))
 
     def whole(self, piece: Piece, final: RequestOutput, metrics: Metrics) -> Response:
-        cut = DONE_REASONS.get(final.finish) == "length"
-        status = "incomplete" if cut else "completed"
+        status = _status(final)
         output: list[OutputItem] = []
         if piece.thinking:
             output.append(ReasoningItem(_item_id("rs"), [SummaryText(piece.thinking)], status))
@@ -306,8 +314,7 @@ class ResponsesFraming:
             output.append(MessageItem(_item_id("msg"), status, "assistant",
                                       [OutputText(piece.text)]))
         output.extend(_call_item(call, "completed") for call in piece.calls or [])
-        return self.response(status, output, _usage(metrics),
-                             IncompleteDetails("max_output_tokens") if cut else None)
+        return self._finished(status, output, metrics)
 
 
 @routes.post("/v1/responses")

@@ -58,23 +58,23 @@ def settle(state: GatewayState, entry: ModelEntry, call: NativeCall,
     runner spec they select."""
     keep_alive = request_keep_alive(call.keep_alive, state.settings)
     options = merge_options(entry.params, *call.options)
-    if entry.draft and options.draft_num_predict is None:
-        # Ollama's default for a model with a draft: four drafted tokens per step.
-        options = msgspec.structs.replace(options, draft_num_predict=DRAFT_DEFAULT)
     check_options(options)
     sampling = sampling_params(options, format_text(format))
     if options.draft_num_predict is None:
-        sampling = default_drafting(sampling)
+        sampling = default_drafting(sampling, entry)
     return Settled(keep_alive, sampling, state.scheduler.spec_for(entry, options))
 
 
-def default_drafting(sampling: SamplingParams) -> SamplingParams:
-    """Prompt lookup where neither the request nor the model's parameters say: where it pays
-    (-1) for an answer sampled without a seed, off for the rest. llama.cpp's logits are not
+def default_drafting(sampling: SamplingParams, entry: ModelEntry) -> SamplingParams:
+    """Drafting where neither the request nor the model's parameters say. A model with a draft
+    model: Ollama's four drafted tokens per step. Otherwise prompt lookup where it pays (-1)
+    for an answer sampled without a seed, off for the rest. llama.cpp's logits are not
     bit-identical across batch shapes, and -1 decides by measured step times, so drafts could
     change a greedy or seeded answer from one run to the next; a random answer has nothing to
     reproduce, and exact-match verification draws it from the same distribution (through HTTP:
     gemma3 270M 0.99-1.84x, SmolLM2 0.92-1.11x, bench/RESULTS.md)."""
+    if entry.draft:
+        return msgspec.structs.replace(sampling, draft_num_predict=DRAFT_DEFAULT)
     if sampling.temperature > 0 and sampling.seed < 0:
         return msgspec.structs.replace(sampling, draft_num_predict=-1)
     return sampling
