@@ -264,7 +264,8 @@ class BatchEngine(ImageRequests):
                 assert slot is not None
                 for i, tok in enumerate(chunk):
                     self._put(n + i, tok, len(slot.tokens) + i, slot.seq_id, False)
-                shaper.quiet.extend(range(n, n + len(chunk)))
+                if not entry.on_device:  # a graph-sampled sequence may have one output only
+                    shaper.quiet.extend(range(n, n + len(chunk)))
                 slot.tokens.extend(chunk)
                 n += len(chunk)
                 continue

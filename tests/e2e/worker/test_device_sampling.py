@@ -81,3 +81,36 @@ def test_device_sampling_setting() -> None:
     assert not device_sampling(spec, {"HERD_DEVICE_SAMPLING": "off"})
     # auto: never with every layer on the CPU
     assert not device_sampling(spec, {})
+
+
+def test_padding_never_asks_a_graph_sampled_prefill_for_logits(
+        tiny_gguf: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Five decoding streams make 5 logits rows, which the CPU padding rounds up to 8 by asking
+    # the sixth sequence's prefill tokens for logits; that sequence's chain is in the graph,
+    # and llama.cpp refuses a batch with more than one output for such a sequence.
+    monkeypatch.setenv("HERD_DEVICE_SAMPLING", "on")
+    outputs: dict[int, list[RequestOutput]] = {}
+
+    def emit(_: bytes, outs: list[RequestOutput]) -> None:
+        for o in outs:
+            outputs.setdefault(o.req_id, []).append(o)
+
+    spec = RunnerSpec(key="t", model_digest="", num_ctx=512, num_parallel=6)
+    _, engine = load_engine(spec, emit, str(tiny_gguf))
+    try:
+        assert engine.device_sampling and engine._shaper.pads
+        for req_id in range(5):
+            engine.submit(b"c", Submit(req_id, SamplingParams(temperature=0.7, seed=req_id,
+                                                              num_predict=12),
+                                       raw_prompt=f"hello {req_id}"))
+        engine.step()
+        while any(seq.prefilling for seq in engine._running):
+            engine.step()
+        engine.submit(b"c", Submit(5, SamplingParams(temperature=0.7, seed=9, num_predict=4),
+                                   raw_prompt="a much longer prompt " * 6))
+        while engine.has_work:
+            engine.step()
+        assert sorted(outputs) == list(range(6))
+        assert [outs[-1].error for outs in outputs.values()] == [""] * 6
+    finally:
+        engine.close()
