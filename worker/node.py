@@ -30,6 +30,7 @@ from herd.protocol.wire import (Hello, LoadFailed, LoadModel, ModelLoaded, NodeI
                                 RunnerFailed, RunnerInfo, RunnerReady, RunnerSpec, UnloadModel,
                                 WireCodec, WireMessage)
 from herd.worker import policy
+from herd.worker.cpu_share import CpuBoard
 from herd.worker.devices import DeviceInventory, visible_devices
 
 CONTROL_MAX_BYTES = 1024 * 1024  # LoadModel and friends are a few hundred bytes
@@ -54,6 +55,7 @@ class RunnerProcess:
     waiting: list[tuple[bytes, int]] = field(default_factory=list)  # (gateway, request_id)
     ready: RunnerReady | None = None
     error: str = ""
+    cpu_slot: int = -1  # its byte on the node's CPU board (cpu_share.py)
 
 
 class WorkerNode:
@@ -84,6 +86,7 @@ class WorkerNode:
         self.node_id = secrets.token_hex(8)
         self._tasks: set[asyncio.Task[None]] = set()
         self._auth: object | None = None
+        self.cpu_board: CpuBoard | None = None  # made in serve(), in the run directory
 
     def _runner_bind(self) -> str:
         self._counter += 1
@@ -93,6 +96,7 @@ class WorkerNode:
 
     async def serve(self) -> None:
         os.makedirs(self.run_dir, exist_ok=True)
+        self.cpu_board = CpuBoard(f"{self.run_dir}/cpu-board-{os.getpid()}")
         if self.keys is not None:
             self._auth = self.keys.start_authenticator(self.zctx, asyncio=True)
             self.keys.apply(self.sock)
@@ -136,6 +140,8 @@ class WorkerNode:
             self._auth.stop()  # type: ignore[attr-defined]
         self.sock.close()
         self.events.close()
+        if self.cpu_board is not None:
+            self.cpu_board.close()
 
     async def _send(self, gateway: bytes, message: WireMessage) -> None:
         await self.sock.send_multipart([gateway, *self.codec.encode(message)])
@@ -249,6 +255,9 @@ class WorkerNode:
             cmd += ["--projector", projector]
         if draft:
             cmd += ["--draft", draft]
+        if self.cpu_board is not None:
+            runner.cpu_slot = self.cpu_board.take()
+            cmd += ["--cpu-board", self.cpu_board.path, "--cpu-slot", str(runner.cpu_slot)]
         if self.keys is not None:
             cmd += ["--curve-secret-key", self.keys.secret_path,
                     "--curve-authorized", self.keys.authorized_dir]
@@ -256,8 +265,13 @@ class WorkerNode:
         visible = visible_devices(spec.devices)
         if visible is not None:  # pinned to its GPUs, or to none when placed on the host
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": visible}
-        runner.process = process = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.DEVNULL, env=env)
+        try:
+            runner.process = process = await asyncio.create_subprocess_exec(
+                *cmd, stdin=asyncio.subprocess.DEVNULL, env=env)
+        except BaseException:
+            if self.cpu_board is not None:
+                self.cpu_board.give_back(runner.cpu_slot)
+            raise
         if runner.stop_requested:
             process.send_signal(signal.SIGTERM)
         log.info("started runner pid %d for %s", process.pid, spec.key)
@@ -323,6 +337,8 @@ class WorkerNode:
     async def _watch(self, runner: RunnerProcess) -> None:
         assert runner.process is not None
         returncode = await runner.process.wait()
+        if self.cpu_board is not None:
+            self.cpu_board.give_back(runner.cpu_slot)
         if self.runners.get(runner.key) is runner:
             del self.runners[runner.key]
         self.stopping.discard(runner)

@@ -24,6 +24,7 @@ from herd.protocol.curve import ServerKeys
 from herd.protocol.wire import (Abort, Embed, Embeddings, EngineStep, FinishReason, Ping, Pong,
                                 RequestOutput, Rerank, RunnerFailed, RunnerReady, RunnerSpec,
                                 Submit, Tokenize, Tokens, WireCodec)
+from herd.worker.cpu_share import CpuShare
 from herd.worker.templates.jinja import ChatTemplate, TemplateError
 from herd.worker.engine.embedder import Embedder, coalesce
 from herd.worker.engine.reranker import rerank
@@ -59,6 +60,13 @@ def thread_count(spec: RunnerSpec) -> int:
     """llama.cpp's own default is 4 threads whatever the machine: on 2 cores that halves the
     decode speed. Default to the CPUs this process may run on."""
     return spec.num_threads if spec.num_threads > 0 else len(os.sched_getaffinity(0))
+
+
+def computes_on_host(spec: RunnerSpec, model: LlamaModel) -> bool:
+    """Whether some of its layers compute on the host's cores (all of them without a GPU)."""
+    if not L.llama_supports_gpu_offload() or spec.num_gpu_layers == 0 or "cpu" in spec.devices:
+        return True
+    return 0 < spec.num_gpu_layers <= L.llama_model_n_layer(model.ptr)
 
 
 def device_sampling(spec: RunnerSpec, environ: Mapping[str, str] = os.environ) -> bool:
@@ -134,7 +142,7 @@ class Runner:
     def __init__(self, spec: RunnerSpec, bind: str, node_events: str, model_path: str,
                  adapter_paths: list[str], keys: ServerKeys | None = None,
                  max_message_bytes: int = 64 * 1024 * 1024, projector_path: str = "",
-                 draft_path: str = "") -> None:
+                 draft_path: str = "", cpu_board: str = "", cpu_slot: int = -1) -> None:
         self.spec = spec
         self.model_path = model_path
         self.adapter_paths = adapter_paths
@@ -164,6 +172,9 @@ class Runner:
         # concurrent small requests then share decodes instead of queueing one by one.
         self.embeds: list[tuple[bytes, Embed]] = []
         self.adapters: list[LoraAdapter] = []
+        self.cpu_board, self.cpu_slot = cpu_board, cpu_slot
+        self.cpu: CpuShare | None = None  # the node's board, if this runner computes on the host
+        self.threads = thread_count(spec)
 
     def _emit(self, client: bytes, outputs: list[RequestOutput]) -> None:
         self.sock.send_multipart([client, *self.codec.encode(EngineStep(outputs))])
@@ -183,6 +194,12 @@ class Runner:
             traceback.print_exc()
             self.events.send_multipart(self.codec.encode(RunnerFailed(self.spec.key, str(e))))
             return 1
+        if self.cpu_board and self.cpu_slot >= 0 and computes_on_host(self.spec, self.model):
+            try:
+                self.cpu = CpuShare(self.cpu_board, self.cpu_slot,
+                                    cores=len(os.sched_getaffinity(0)), cap=self.threads)
+            except OSError as e:  # it serves all the same, only without sharing the cores
+                log.warning("no CPU board (%s): this runner keeps %d threads", e, self.threads)
         endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.events.send_multipart(self.codec.encode(RunnerReady(
             self.spec.key, endpoint, size=_resident_bytes(), size_vram=0,
@@ -192,10 +209,12 @@ class Runner:
         next_parent_check = 0.0
         while True:
             busy = engine is not None and engine.has_work
+            self._share_cores(engine, busy)  # idle: the other runners get the cores back
             timeout = 0 if busy else _IDLE_POLL_MS
             while poller.poll(timeout):
                 self._handle(engine, self.sock.recv_multipart(zmq.NOBLOCK))
                 timeout = 0
+            self._share_cores(engine, bool(self.embeds) or (engine is not None and engine.has_work))
             if self.embeds:
                 self._embed_waiting()
             if self.stopping and (engine is None or not engine.has_work):
@@ -213,10 +232,27 @@ class Runner:
                 continue
             engine.step()
 
+    def _share_cores(self, engine: BatchEngine | None, working: bool) -> None:
+        """Marks this runner on the node's board and, while it works, takes its share of the
+        cores among the runners working at the same moment (cpu_share.py)."""
+        if self.cpu is None:
+            return
+        threads = self.cpu.update(working)
+        if not working or threads == self.threads:
+            return
+        self.threads = threads
+        contexts = [engine.ctx.ptr] if engine is not None else []
+        if engine is not None and engine.drafter is not None:
+            contexts.append(engine.drafter.ctx.ptr)
+        if self.embedder is not None:
+            contexts.append(self.embedder.ctx)
+        for ctx in contexts:
+            L.llama_set_n_threads(ctx, threads, threads)
+
     def _embedder(self) -> Embedder:
         if self.embedder is None:
             self.embedder = Embedder(self.model, max_tokens=context_length(self.spec, self.model),
-                                     n_threads=thread_count(self.spec), adapters=self.adapters)
+                                     n_threads=self.threads, adapters=self.adapters)
         return self.embedder
 
     def _embed_waiting(self) -> None:
@@ -322,13 +358,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projector", default="", help="the vision projector's GGUF, resolved too")
     parser.add_argument("--draft", default="", help="the draft model's GGUF, resolved too")
     parser.add_argument("--max-message-bytes", type=int, default=64 * 1024 * 1024)
+    parser.add_argument("--cpu-board", default="", help="the node's board of busy runners")
+    parser.add_argument("--cpu-slot", type=int, default=-1, help="this runner's byte on it")
     parser.add_argument("--curve-secret-key", default="")
     parser.add_argument("--curve-authorized", default="")
     args = parser.parse_args(argv)
     spec = msgspec.json.decode(args.spec, type=RunnerSpec)
     keys = ServerKeys.load(args.curve_secret_key, args.curve_authorized)
     runner = Runner(spec, args.bind, args.events, args.model, args.adapter, keys,
-                    args.max_message_bytes, args.projector, args.draft)
+                    args.max_message_bytes, args.projector, args.draft, args.cpu_board,
+                    args.cpu_slot)
 
     def stop(*_: object) -> None:
         runner.stopping = True  # the loop polls at least every _IDLE_POLL_MS
