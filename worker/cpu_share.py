@@ -2,15 +2,16 @@
 
 Each runner's llama.cpp context defaults to every core. ggml's thread pools spin at their
 barriers, so two runners decoding at once with all the cores each wait on each other's spinning
-threads: on this repository's 2-core machine two SmolLM2 processes at 2 threads each made
-13 tok/s each, at 1 thread each 125 (bench/RESULTS.md, "Two models at once"). A chat model
-beside an embedding model, or two chat models, is a common way to use one host.
+threads: on this repository's 2-core machine, SmolLM2 and gemma3 in two llama-server processes
+at 2 threads each made 11 tok/s each at once, at 1 thread each 143 and 81 (bench/RESULTS.md,
+"Two models at once"). A chat model beside an embedding model, or two chat models, is a common
+way to use one host.
 
 So the node keeps a board, one byte per runner slot in a small file its runners map: a runner
 marks its byte while it has work, and before each step takes its share of the cores among the
-marked ones (llama_set_n_threads; the count applies from the next decode) and writes it there. A runner alone gets
-its full count again at its next step. Runners whose layers all live on a GPU take no part:
-their threads barely compute.
+marked ones (llama_set_n_threads; the count applies from the next decode) and writes it there.
+A runner alone gets its full count again at its next step. Runners whose layers all live on a
+GPU take no part: their threads barely compute.
 """
 
 from __future__ import annotations
