@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pathlib
+import time
 
 import httpx
 import llama_cpp as L
@@ -46,11 +47,12 @@ def test_two_models_at_once_split_the_cores(tmp_path: pathlib.Path, tiny_gguf: p
                 marks = [b for b in _board(srv) if b]
                 if len(marks) == 2:
                     seen.append(marks)
+                time.sleep(0.005)  # a busy poll would take a core from the runners it watches
             assert [f.result() for f in answers]
         assert seen, "the two answers never overlapped"
         # Each runner's byte is the thread count it set; a share is written right after the
         # other runner's mark is seen, so the split settles within a step.
-        assert any(sum(marks) <= max(cores, 2) for marks in seen), seen[-5:]
+        assert any(sum(marks) <= max(cores, 2) for marks in seen), sorted(set(map(tuple, seen)))
         assert wait_until(lambda: not any(_board(srv)))
 
 
