@@ -209,7 +209,8 @@ class Runner:
         next_parent_check = 0.0
         while True:
             busy = engine is not None and engine.has_work
-            self._share_cores(engine, busy)  # idle: the other runners get the cores back
+            if not busy:
+                self._share_cores(engine, False)  # before waiting: the others get the cores
             timeout = 0 if busy else _IDLE_POLL_MS
             while poller.poll(timeout):
                 self._handle(engine, self.sock.recv_multipart(zmq.NOBLOCK))

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from herd.protocol.wire import FinishReason, RequestOutput, RunnerSpec, SamplingParams, Submit
+from herd.worker.engine.batch import BatchEngine
 from herd.worker.runner import device_sampling, load_engine
 
 # Each kind of chain: fully in the graph, greedy, a prefix in the graph (typical_p is CPU-only),
@@ -45,17 +46,23 @@ def test_device_sampling_gives_the_cpu_chains_answers(make_server) -> None:
     assert len(set(with_device)) > 1
 
 
-def test_engine_attaches_only_capable_chains(tiny_gguf: pathlib.Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HERD_DEVICE_SAMPLING", "on")
+def _collecting_engine(path: pathlib.Path, **spec: int
+                       ) -> tuple[BatchEngine, dict[int, list[RequestOutput]]]:
+    """An engine on the tiny model and the outputs it emits, by request id."""
     outputs: dict[int, list[RequestOutput]] = {}
 
     def emit(_: bytes, outs: list[RequestOutput]) -> None:
         for o in outs:
             outputs.setdefault(o.req_id, []).append(o)
 
-    spec = RunnerSpec(key="t", model_digest="", num_ctx=256, num_parallel=3)
-    _, engine = load_engine(spec, emit, str(tiny_gguf))
+    _, engine = load_engine(RunnerSpec(key="t", model_digest="", **spec), emit, str(path))
+    return engine, outputs
+
+
+def test_engine_attaches_only_capable_chains(tiny_gguf: pathlib.Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERD_DEVICE_SAMPLING", "on")
+    engine, outputs = _collecting_engine(tiny_gguf, num_ctx=256, num_parallel=3)
     try:
         assert engine.device_sampling
         engine.submit(b"c", Submit(1, SamplingParams(temperature=0.7, seed=1, num_predict=6),
@@ -89,14 +96,7 @@ def test_padding_never_asks_a_graph_sampled_prefill_for_logits(
     # the sixth sequence's prefill tokens for logits; that sequence's chain is in the graph,
     # and llama.cpp refuses a batch with more than one output for such a sequence.
     monkeypatch.setenv("HERD_DEVICE_SAMPLING", "on")
-    outputs: dict[int, list[RequestOutput]] = {}
-
-    def emit(_: bytes, outs: list[RequestOutput]) -> None:
-        for o in outs:
-            outputs.setdefault(o.req_id, []).append(o)
-
-    spec = RunnerSpec(key="t", model_digest="", num_ctx=512, num_parallel=6)
-    _, engine = load_engine(spec, emit, str(tiny_gguf))
+    engine, outputs = _collecting_engine(tiny_gguf, num_ctx=512, num_parallel=6)
     try:
         assert engine.device_sampling and engine._shaper.pads
         for req_id in range(5):
